@@ -1,0 +1,85 @@
+"""The FastAPI application: wiring only. Models load in the background so /health can say "loading"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway import __version__
+from gateway.engines.registry import Engines, build_engines
+from gateway.errors import APIError, install_error_handlers
+from gateway.gpu import GpuMonitor
+from gateway.metrics import HTTPMetricsMiddleware, Metrics
+from gateway.routers import health, openai_compat, speech, transcribe
+from gateway.routers import metrics as metrics_router
+from gateway.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Multipart framing around an upload; the limit applies to the audio itself.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+class BodySizeLimit:
+    """Refuse a declared Content-Length over the limit before reading a byte of it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                    err = APIError(
+                        413,
+                        "payload_too_large",
+                        f"the request body is larger than the limit of {self.max_bytes} bytes",
+                    )
+                    from fastapi.responses import JSONResponse
+
+                    await JSONResponse(err.body(), status_code=413)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, engines: Engines | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engines = engines or build_engines(settings)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.started_at = time.monotonic()
+        loader = asyncio.create_task(engines.start(), name="engine-loader")
+        try:
+            yield
+        finally:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loader
+            await engines.aclose()
+
+    app = FastAPI(
+        title="AetherPro Omni Voice Gateway",
+        version=__version__,
+        lifespan=lifespan,
+        description="Read-aloud TTS, transcription and real-time spoken conversation.",
+    )
+    app.state.settings = settings
+    app.state.engines = engines
+    app.state.metrics = metrics
+    app.state.gpu = GpuMonitor(settings.gpu_device)
+    app.state.started_at = time.monotonic()
+    install_error_handlers(app)
+    for module in (health, speech, transcribe, openai_compat, metrics_router):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,1 @@
+"""Audio utilities: PCM/WAV, resampling, decoding uploads, sentence splitting."""

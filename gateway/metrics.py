@@ -1,0 +1,111 @@
+"""Every Prometheus family the gateway exports, on one registry per app, plus the HTTP middleware."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.engines.base import ModelInfo, ModelState
+from gateway.gpu import GpuStats
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests_total = Counter(
+            "voice_gateway_requests_total",
+            "HTTP requests by method, route template and status code",
+            ["method", "endpoint", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "voice_gateway_request_latency_seconds",
+            "HTTP request latency (to the last byte)",
+            ["method", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.audio_generation_latency = Histogram(
+            "voice_gateway_audio_generation_latency_seconds",
+            "Time the engine spent generating audio: kind=sentence per sentence, kind=request per request",
+            ["engine", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.active_streams = Gauge(
+            "voice_gateway_active_streams", "Open streaming sessions by kind", ["kind"], registry=r
+        )
+        self.gpu_utilization = Gauge(
+            "voice_gateway_gpu_utilization_percent", "GPU utilization of GPU_DEVICE", ["gpu"], registry=r
+        )
+        self.gpu_memory_used = Gauge(
+            "voice_gateway_gpu_memory_used_mb", "GPU memory used on GPU_DEVICE (MB)", ["gpu"], registry=r
+        )
+        self.tokens_per_second = Gauge(
+            "voice_gateway_tokens_per_second",
+            "Text generation throughput of the last response",
+            ["engine"],
+            registry=r,
+        )
+        self.backend_up = Gauge(
+            "voice_gateway_backend_up",
+            "1 when a backend/model is ready to serve, else 0",
+            ["backend"],
+            registry=r,
+        )
+        # Children that must exist before the first event, so dashboards show 0 rather than nothing.
+        for kind in ("read_stream", "voice", "realtime"):
+            self.active_streams.labels(kind=kind)
+
+    def refresh(self, gpu: GpuStats, models: Iterable[ModelInfo]) -> None:
+        """Update the gauges that mirror state read on demand (GPU, backend readiness)."""
+        if gpu.available:
+            self.gpu_utilization.labels(gpu=str(gpu.index)).set(gpu.utilization_percent or 0)
+            self.gpu_memory_used.labels(gpu=str(gpu.index)).set(gpu.memory_used_mb or 0)
+        for m in models:
+            self.backend_up.labels(backend=m.role).set(1 if m.state is ModelState.READY else 0)
+
+
+class HTTPMetricsMiddleware:
+    """Pure ASGI so streaming responses are timed to their last byte; labels use the route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = _route_template(scope)
+            method = scope.get("method", "GET")
+            self.metrics.requests_total.labels(method=method, endpoint=endpoint, status=str(status)).inc()
+            self.metrics.request_latency.labels(method=method, endpoint=endpoint).observe(
+                time.perf_counter() - start
+            )
+
+
+def _route_template(scope: dict[str, Any]) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    # Unmatched paths share one label: raw URLs would let any client explode the series count.
+    return path if isinstance(path, str) else "unmatched"

@@ -1,0 +1,1 @@
+"""One router per API surface; thin: parse, validate, call."""

@@ -1,0 +1,1 @@
+"""Request logic shared by routers and sessions, testable without a server."""

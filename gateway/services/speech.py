@@ -1,0 +1,66 @@
+"""Whole-text synthesis on any Synthesizer, with validation and metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gateway.engines.base import SynthesisChunk, SynthesisRequest, Synthesizer
+from gateway.errors import APIError
+from gateway.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class SynthesisResult:
+    pcm: bytes
+    sample_rate: int
+    chunks: list[SynthesisChunk]
+    generation_s: float
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+
+def check_text(text: str, max_chars: int) -> str:
+    if not text or not text.strip():
+        raise APIError(400, "empty_text", "text must not be empty")
+    if len(text) > max_chars:
+        raise APIError(
+            413,
+            "text_too_long",
+            f"text has {len(text)} characters; the limit is {max_chars}",
+            limit=max_chars,
+        )
+    return text
+
+
+async def stream_speech(
+    synth: Synthesizer, request: SynthesisRequest, metrics: Metrics | None = None
+) -> AsyncIterator[SynthesisChunk]:
+    """The synthesizer's stream with per-sentence latency recorded."""
+    gen = synth.stream(request)
+    try:
+        async for chunk in gen:
+            if metrics is not None:
+                metrics.audio_generation_latency.labels(engine=synth.name, kind="sentence").observe(
+                    chunk.generation_s
+                )
+            yield chunk
+    finally:
+        await gen.aclose()  # type: ignore[attr-defined]
+
+
+async def synthesize(
+    synth: Synthesizer, request: SynthesisRequest, metrics: Metrics | None = None
+) -> SynthesisResult:
+    t0 = time.perf_counter()
+    chunks = [c async for c in stream_speech(synth, request, metrics)]
+    elapsed = time.perf_counter() - t0
+    if metrics is not None:
+        metrics.audio_generation_latency.labels(engine=synth.name, kind="request").observe(elapsed)
+    pcm = b"".join(c.pcm for c in chunks)
+    if not pcm:
+        raise APIError(400, "nothing_to_say", "the text holds nothing that can be spoken")
+    return SynthesisResult(pcm=pcm, sample_rate=synth.sample_rate, chunks=chunks, generation_s=elapsed)

@@ -1,0 +1,96 @@
+"""All configuration in one place: environment variables with the seed's names and defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the environment holds an invalid value; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    # Engine selection: "embedded" runs CPU models in-process; "vllm-omni" fronts the model servers over HTTP.
+    voice_engine: Literal["embedded", "vllm-omni"] = Field("embedded", alias="VOICE_ENGINE")
+
+    # The seed's variables.
+    omni_service_url: str = Field("http://omni-service:8000", alias="OMNI_SERVICE_URL")
+    omni_ws_url: str = Field("ws://omni-service:8000", alias="OMNI_WS_URL")
+    tts_service_url: str = Field("http://tts-service:8001", alias="TTS_SERVICE_URL")
+    gpu_device: int = Field(1, ge=0, alias="GPU_DEVICE")
+    audio_sample_rate: int = Field(24000, ge=8000, le=48000, alias="AUDIO_SAMPLE_RATE")
+    hf_home: str = Field("/mnt/aetherpro-extra1/hf", alias="HF_HOME")
+
+    # Server.
+    host: str = Field("0.0.0.0", alias="GATEWAY_HOST")
+    port: int = Field(8004, ge=1, le=65535, alias="GATEWAY_PORT")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+
+    # Limits: every one answers with a clear 4xx, never a crash.
+    max_text_chars: int = Field(50_000, ge=1, alias="MAX_TEXT_CHARS")
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, alias="MAX_UPLOAD_BYTES")
+    max_audio_seconds: float = Field(600.0, gt=0, alias="MAX_AUDIO_SECONDS")
+    min_speed: float = Field(0.25, gt=0, alias="MIN_SPEED")
+    max_speed: float = Field(4.0, gt=0, alias="MAX_SPEED")
+
+    # Embedded engine tuning. Zero noise makes Piper deterministic (byte-identical audio for equal input).
+    piper_noise_scale: float = Field(0.0, ge=0, le=2, alias="PIPER_NOISE_SCALE")
+    piper_noise_w_scale: float = Field(0.0, ge=0, le=2, alias="PIPER_NOISE_W_SCALE")
+    asr_compute_type: str = Field("int8", alias="ASR_COMPUTE_TYPE")
+    asr_beam_size: int = Field(1, ge=1, le=10, alias="ASR_BEAM_SIZE")
+    cpu_threads: int = Field(0, ge=0, le=256, alias="CPU_THREADS")
+
+    # Security: keys are never logged or shown in /config.
+    api_keys: SecretStr | None = Field(None, validation_alias=AliasChoices("GATEWAY_API_KEYS"))
+
+    @field_validator("omni_service_url", "tts_service_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("omni_ws_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value.rstrip("/")
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective configuration keyed by environment variable, with secrets hidden."""
+        out: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            key = field.alias or (
+                field.validation_alias.choices[0]  # type: ignore[union-attr]
+                if isinstance(field.validation_alias, AliasChoices)
+                else name.upper()
+            )
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "***" if value.get_secret_value() else None
+            out[str(key)] = value
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; turn pydantic's error into one that names each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "?"
+            problems.append(f"{loc}={err.get('input')!r}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
