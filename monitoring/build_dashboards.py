@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""Build the Grafana dashboards shipped by the chart (charts/voice-gateway/dashboards/*.json).
+
+The JSON files are generated from this one description so that every panel follows the same conventions
+(datasource variable, `namespace` / `instance` variables, `$__rate_interval`). tests/charts checks that the
+committed JSON equals this script's output and that every query returns data from a real Prometheus scraping a
+real gateway.
+
+    python3 monitoring/build_dashboards.py          # rewrite the JSON files
+    python3 monitoring/build_dashboards.py --check  # exit 1 when they are stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "charts" / "voice-gateway" / "dashboards"
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'namespace=~"$namespace", instance=~"$instance"'
+RI = "$__rate_interval"
+S5XX = 'status=~"5.."'
+SERR = 'status=~"4..|5.."'
+
+
+def _target(expr: str, legend: str, ref: str, instant: bool = False) -> dict[str, Any]:
+    t: dict[str, Any] = {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref}
+    if instant:
+        t["instant"] = True
+    else:
+        t["range"] = True
+    return t
+
+
+class Layout:
+    """Places panels left to right on Grafana's 24-column grid."""
+
+    def __init__(self) -> None:
+        self.y = 0
+        self.x = 0
+        self.row_h = 0
+        self.next_id = 1
+        self.panels: list[dict[str, Any]] = []
+
+    def row(self, title: str) -> None:
+        self._newline()
+        self.panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "id": self._id(),
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+                "panels": [],
+            }
+        )
+        self.y += 1
+
+    def _id(self) -> int:
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+    def _newline(self) -> None:
+        if self.x:
+            self.y += self.row_h
+            self.x = 0
+            self.row_h = 0
+
+    def add(self, panel: dict[str, Any], w: int, h: int) -> None:
+        if self.x + w > 24:
+            self._newline()
+        panel["id"] = self._id()
+        panel["gridPos"] = {"h": h, "w": w, "x": self.x, "y": self.y}
+        panel["datasource"] = DS
+        self.panels.append(panel)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+
+
+def stat(
+    title: str, expr: str, unit: str, desc: str, thresholds: list[tuple[str, float | None]]
+) -> dict[str, Any]:
+    return {
+        "type": "stat",
+        "title": title,
+        "description": desc,
+        "targets": [_target(expr, "", "A", instant=True)],
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "textMode": "auto",
+        },
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": c, "value": v} for c, v in thresholds],
+                },
+            },
+            "overrides": [],
+        },
+    }
+
+
+def series(
+    title: str, targets: list[tuple[str, str]], unit: str, desc: str, stack: bool = False
+) -> dict[str, Any]:
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": desc,
+        "targets": [_target(e, lg, chr(ord("A") + i)) for i, (e, lg) in enumerate(targets)],
+        "options": {
+            "legend": {
+                "displayMode": "table",
+                "placement": "bottom",
+                "calcs": ["mean", "max", "lastNotNull"],
+            },
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "custom": {
+                    "drawStyle": "line",
+                    "lineWidth": 1,
+                    "fillOpacity": 10,
+                    "showPoints": "never",
+                    "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+                },
+            },
+            "overrides": [],
+        },
+    }
+
+
+def q(metric: str, extra: str = "") -> str:
+    sel = SEL + (", " + extra if extra else "")
+    return f"{metric}{{{sel}}}"
+
+
+def hq(quantile: float, metric: str, by: str) -> str:
+    return f"histogram_quantile({quantile}, sum by ({by}, le) (rate({q(metric + '_bucket')}[{RI}])))"
+
+
+def gateway_dashboard() -> dict[str, Any]:
+    L = Layout()
+    req = "voice_gateway_requests_total"
+    lat = "voice_gateway_request_latency_seconds"
+    gen = "voice_gateway_audio_generation_latency_seconds"
+
+    L.row("Overview")
+    L.add(
+        stat(
+            "Requests / s",
+            f"sum(rate({q(req)}[{RI}]))",
+            "reqps",
+            "HTTP and WebSocket requests per second, all routes.",
+            [("green", None)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "5xx ratio",
+            f"(sum(rate({q(req, S5XX)}[{RI}])) or vector(0)) / sum(rate({q(req)}[{RI}]))",
+            "percentunit",
+            "Share of requests answered with a 5xx status (alert: VoiceGatewayHigh5xxRatio).",
+            [("green", None), ("orange", 0.01), ("red", 0.05)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "Active streams",
+            f"sum({q('voice_gateway_active_streams')})",
+            "short",
+            "Open WebSocket sessions (read_stream, voice, realtime).",
+            [("green", None)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "Backends up",
+            f"sum({q('voice_gateway_backend_up')}) / count({q('voice_gateway_backend_up')})",
+            "percentunit",
+            "Share of model-server backends the gateway sees as up (alert: VoiceGatewayNoActiveBackends).",
+            [("red", None), ("orange", 0.5), ("green", 1)],
+        ),
+        6,
+        4,
+    )
+
+    L.row("Requests")
+    L.add(
+        series(
+            "Request rate by endpoint",
+            [(f"sum by (endpoint, status) (rate({q(req)}[{RI}]))", "{{endpoint}} {{status}}")],
+            "reqps",
+            "Requests per second by route template and status code.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Errors by endpoint (4xx / 5xx)",
+            [(f"sum by (endpoint, status) (rate({q(req, SERR)}[{RI}]))", "{{endpoint}} {{status}}")],
+            "reqps",
+            "Client (4xx) and server (5xx) errors per second by route.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+
+    L.row("Latency")
+    L.add(
+        series(
+            "Request latency quantiles",
+            [
+                (hq(0.5, lat, "endpoint"), "p50 {{endpoint}}"),
+                (hq(0.95, lat, "endpoint"), "p95 {{endpoint}}"),
+                (hq(0.99, lat, "endpoint"), "p99 {{endpoint}}"),
+            ],
+            "s",
+            "p50 / p95 / p99 of request latency by route (alert: VoiceGatewayHighRequestLatencyP95).",
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Mean request latency",
+            [
+                (
+                    f"sum by (endpoint) (rate({q(lat + '_sum')}[{RI}]))"
+                    f" / sum by (endpoint) (rate({q(lat + '_count')}[{RI}]))",
+                    "{{endpoint}}",
+                )
+            ],
+            "s",
+            "Average latency by route.",
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Audio generation latency",
+            [
+                (hq(0.5, gen, "engine, kind"), "p50 {{engine}} {{kind}}"),
+                (hq(0.95, gen, "engine, kind"), "p95 {{engine}} {{kind}}"),
+            ],
+            "s",
+            "Time to generate audio by engine and kind (alert: VoiceGatewayAudioGenerationSlow).",
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Audio generations / s",
+            [(f"sum by (engine, kind) (rate({q(gen + '_count')}[{RI}]))", "{{engine}} {{kind}}")],
+            "ops",
+            "Audio generations per second by engine and kind.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+
+    L.row("Streams and throughput")
+    L.add(
+        series(
+            "Active streams by kind",
+            [(f"sum by (kind) ({q('voice_gateway_active_streams')})", "{{kind}}")],
+            "short",
+            "Open WebSocket sessions by kind.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Tokens per second",
+            [(f"avg by (engine) ({q('voice_gateway_tokens_per_second')})", "{{engine}}")],
+            "short",
+            "Generation throughput reported by each engine.",
+        ),
+        12,
+        8,
+    )
+
+    L.row("GPU")
+    L.add(
+        series(
+            "GPU utilization",
+            [
+                (
+                    f"max by (instance, gpu) ({q('voice_gateway_gpu_utilization_percent')})",
+                    "{{instance}} gpu {{gpu}}",
+                )
+            ],
+            "percent",
+            "GPU utilization seen by the gateway (NVML).",
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "GPU memory used",
+            [
+                (
+                    f"max by (instance, gpu) ({q('voice_gateway_gpu_memory_used_mb')})",
+                    "{{instance}} gpu {{gpu}}",
+                )
+            ],
+            "decmbytes",
+            "GPU memory in use (alert: VoiceGatewayGPUMemoryHigh above 95 % of the card).",
+        ),
+        12,
+        8,
+    )
+
+    L.row("Model servers")
+    L.add(
+        series(
+            "Model-server health (gateway view)",
+            [(f"min by (backend) ({q('voice_gateway_backend_up')})", "{{backend}}")],
+            "short",
+            "1 when the gateway's probe of the backend succeeds, 0 when it is down or loading "
+            "(alerts: VoiceGatewayBackendDown, VoiceGatewayNoActiveBackends).",
+        ),
+        24,
+        7,
+    )
+
+    def var(name: str, label: str, query: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "label": label,
+            "type": "query",
+            "datasource": DS,
+            "definition": query,
+            "query": {"query": query, "refId": f"{name}-var"},
+            "refresh": 2,
+            "includeAll": True,
+            "multi": True,
+            "allValue": ".*",
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "sort": 1,
+        }
+
+    return {
+        "uid": "voice-gateway-overview",
+        "title": "Voice Gateway / Overview",
+        "description": (
+            "AetherPro Omni Voice Gateway: traffic, errors, latency, audio generation, streams, GPU "
+            "and model-server health."
+        ),
+        "tags": ["voice-gateway", "aetherpro", "tts", "asr"],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "annotations": {"list": []},
+        "links": [],
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                var("namespace", "Namespace", "label_values(voice_gateway_requests_total, namespace)"),
+                var(
+                    "instance",
+                    "Instance",
+                    'label_values(voice_gateway_requests_total{namespace=~"$namespace"}, instance)',
+                ),
+            ]
+        },
+        "panels": L.panels,
+    }
+
+
+DASHBOARDS = {"voice-gateway.json": gateway_dashboard}
+
+
+def render() -> dict[Path, str]:
+    return {OUT / name: json.dumps(fn(), indent=2, sort_keys=False) + "\n" for name, fn in DASHBOARDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    stale = [p for p, text in render().items() if not p.exists() or p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"stale: {p.relative_to(ROOT)}", file=sys.stderr)
+        return 1 if stale else 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    for p, text in render().items():
+        p.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
