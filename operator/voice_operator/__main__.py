@@ -1,0 +1,3 @@
+from voice_operator.cli import main
+
+raise SystemExit(main())
