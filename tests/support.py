@@ -30,8 +30,9 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m gateway <command>` in its own process, as a user would run it."""
 
-    def __init__(self, command: str = "serve", env: Mapping[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+    def __init__(
+        self, command: str = "serve", env: Mapping[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -39,9 +40,21 @@ class ServerProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", command, "--host", "127.0.0.1", "--port", str(self.port),
-             *(args or [])],
-            cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                command,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *(args or []),
+            ],
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 180.0, path: str = "/health") -> None:
