@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     asr_beam_size: int = Field(1, ge=1, le=10, alias="ASR_BEAM_SIZE")
     cpu_threads: int = Field(0, ge=0, le=256, alias="CPU_THREADS")
 
+    # WS /voice conversation: limits per connection and for the whole process.
+    max_voice_sessions: int = Field(8, ge=1, alias="MAX_VOICE_SESSIONS")
+    voice_max_input_seconds: float = Field(30.0, gt=0, alias="VOICE_MAX_INPUT_SECONDS")
+    voice_max_response_tokens: int = Field(160, ge=1, le=4096, alias="VOICE_MAX_RESPONSE_TOKENS")
+    voice_history_turns: int = Field(8, ge=0, alias="VOICE_HISTORY_TURNS")
+    voice_history_tokens: int = Field(1024, ge=0, alias="VOICE_HISTORY_TOKENS")
+    # How far reply audio may run ahead of real time: more absorbs network jitter, less makes barge-in
+    # cut closer to what the user really heard.
+    voice_audio_lead_ms: int = Field(300, ge=0, le=60_000, alias="VOICE_AUDIO_LEAD_MS")
+
     # Security: keys are never logged or shown in /config.
     api_keys: SecretStr | None = Field(None, validation_alias=AliasChoices("GATEWAY_API_KEYS"))
 

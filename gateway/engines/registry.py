@@ -58,6 +58,7 @@ class Engines:
 
 
 def _embedded(settings: Settings) -> Engines:
+    from gateway.engines.embedded.llm import LlamaResponder
     from gateway.engines.embedded.piper_tts import PiperSynthesizer
     from gateway.engines.embedded.whisper_asr import WhisperTranscriber
 
@@ -76,7 +77,10 @@ def _embedded(settings: Settings) -> Engines:
         beam_size=settings.asr_beam_size,
         cpu_threads=settings.cpu_threads,
     )
-    return Engines(kind="embedded", synthesizer=synth, transcriber=asr, _executor=executor)
+    responder = LlamaResponder(executor, threads=settings.cpu_threads)
+    return Engines(
+        kind="embedded", synthesizer=synth, transcriber=asr, responder=responder, _executor=executor
+    )
 
 
 def build_engines(settings: Settings) -> Engines:
