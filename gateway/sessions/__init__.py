@@ -1,0 +1,1 @@
+"""WebSocket session state machines: protocol-independent cores and their thin protocol adapters."""

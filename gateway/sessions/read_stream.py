@@ -1,0 +1,502 @@
+"""The `/read/stream` protocol as a state machine that needs no server: it talks to a `Transport`.
+
+Pipeline per stream:
+
+    engine.stream()  ->  producer task  ->  AheadBuffer  ->  sender (in _run)  ->  transport
+    (one chunk per       (asks for the       (bounded:        (marks + small
+     sentence)            next sentence       backpressure)    frames, pause gate)
+                          only when there
+                          is room)
+
+Everything that leaves for the client goes through one lock, so control replies (`paused`, `cancelled`,
+...) are ordered exactly against the audio: after `paused` no frame is sent until `resumed`, and
+`paused.samples_sent` is the exact sample position the stream holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.engines.base import ModelState, SynthesisChunk, SynthesisRequest, Synthesizer
+from gateway.errors import APIError, bad_request, engine_unavailable, from_engine_error
+from gateway.metrics import Metrics
+from gateway.services.speech import check_text, stream_speech
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 40  # 1920 bytes at 24 kHz: pause takes effect within one frame
+MAX_AHEAD_S = 10.0  # audio synthesized but not yet accepted by the socket, per stream
+ENCODING = "pcm_s16le"
+CHANNELS = 1
+GAUGE_KIND = "read_stream"
+
+
+class Transport(Protocol):
+    """What the session needs from a connection; Starlette's WebSocket satisfies it as is."""
+
+    async def send_json(self, data: Any) -> None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+
+class ConnectionGone(Exception):
+    """The transport failed to send: the client is gone and the session must stop."""
+
+
+# -- framing and marks: the one place that turns a synthesized chunk into what the client receives -------
+
+
+@dataclass(frozen=True)
+class Frame:
+    data: bytes
+    samples: int
+
+
+class PcmFramer:
+    """Slices s16le PCM into fixed-length frames. An encoder (e.g. Opus) would offer the same two methods
+    and keep its state between calls; `flush` then emits what it still holds at the end of the stream."""
+
+    encoding = ENCODING
+
+    def __init__(self, sample_rate: int, frame_ms: int = FRAME_MS) -> None:
+        self.frame_samples = max(1, sample_rate * frame_ms // 1000)
+
+    def frames(self, pcm: bytes) -> Iterator[Frame]:
+        step = self.frame_samples * 2
+        for i in range(0, len(pcm), step):
+            data = pcm[i : i + step]
+            yield Frame(data, len(data) // 2)
+
+    def flush(self) -> Iterator[Frame]:
+        return iter(())
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A point in the audio tied to a span of the original text. `offset`: samples into the chunk."""
+
+    kind: str  # "sentence"; word-level marks would add "word"
+    index: int
+    char_start: int
+    char_end: int
+    offset: int = 0
+
+
+def chunk_marks(chunk: SynthesisChunk) -> list[Mark]:
+    return [Mark("sentence", chunk.index, chunk.text_start, chunk.text_end, 0)]
+
+
+def render(
+    chunk: SynthesisChunk, framer: PcmFramer, stream_id: str, base_sample: int
+) -> Iterator[dict[str, Any] | Frame]:
+    """Marks and frames of one chunk, in order: each mark goes out right before the frame holding its
+    first sample, and names its absolute sample position so a client that buffers can schedule it."""
+    marks = deque(sorted(chunk_marks(chunk), key=lambda m: m.offset))
+    position = 0
+    for frame in framer.frames(chunk.pcm):
+        while marks and marks[0].offset <= position:
+            yield _mark_event(marks.popleft(), stream_id, base_sample)
+        yield frame
+        position += frame.samples
+    for mark in marks:  # a chunk without audio still tells the reader where the text went
+        yield _mark_event(mark, stream_id, base_sample)
+
+
+def _mark_event(mark: Mark, stream_id: str, base_sample: int) -> dict[str, Any]:
+    return {
+        "type": "mark",
+        "stream_id": stream_id,
+        "kind": mark.kind,
+        "index": mark.index,
+        "char_start": mark.char_start,
+        "char_end": mark.char_end,
+        "sample_offset": base_sample + mark.offset,
+    }
+
+
+# -- the bounded buffer between synthesis and the socket ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _End:
+    pass
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+class AheadBuffer:
+    """Synthesized sentences the socket has not accepted yet. The producer waits for room *before* asking
+    the engine for the next sentence, so a slow or paused client holds at most `limit` samples plus one
+    sentence, and no CPU is spent far ahead of the listener."""
+
+    def __init__(self, limit_samples: int) -> None:
+        self.limit = limit_samples
+        self.pending = 0  # samples put and not yet released
+        self.waiting_for_room = False
+        self._items: deque[SynthesisChunk | _End | _Failed] = deque()
+        self._cond = asyncio.Condition()
+
+    async def wait_for_room(self) -> None:
+        async with self._cond:
+            self.waiting_for_room = True
+            try:
+                await self._cond.wait_for(lambda: self.pending < self.limit)
+            finally:
+                self.waiting_for_room = False
+
+    async def put(self, item: SynthesisChunk | _End | _Failed) -> None:
+        async with self._cond:
+            self._items.append(item)
+            if isinstance(item, SynthesisChunk):
+                self.pending += len(item.pcm) // 2
+            self._cond.notify_all()
+
+    async def get(self) -> SynthesisChunk | _End | _Failed:
+        async with self._cond:
+            await self._cond.wait_for(lambda: bool(self._items))
+            return self._items.popleft()
+
+    async def release(self, samples: int) -> None:
+        async with self._cond:
+            self.pending -= samples
+            self._cond.notify_all()
+
+
+# -- the session ---------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ActiveStream:
+    id: str
+    request: SynthesisRequest
+    buffer: AheadBuffer
+    playing: asyncio.Event = field(default_factory=asyncio.Event)  # cleared while paused
+    task: asyncio.Task[None] | None = None
+    samples_sent: int = 0
+    sentences_synthesized: int = 0
+    finishing: bool = False  # `complete` is on its way: too late to pause or cancel
+
+    @property
+    def paused(self) -> bool:
+        return not self.playing.is_set()
+
+
+class ReadStreamSession:
+    """One WebSocket connection: at most one stream at a time, controls answered at once."""
+
+    def __init__(
+        self,
+        synth: Synthesizer,
+        transport: Transport,
+        *,
+        metrics: Metrics | None = None,
+        max_text_chars: int = 50_000,
+        min_speed: float = 0.25,
+        max_speed: float = 4.0,
+        frame_ms: int = FRAME_MS,
+        max_ahead_s: float = MAX_AHEAD_S,
+    ) -> None:
+        self._synth = synth
+        self._transport = transport
+        self._metrics = metrics
+        self._max_text_chars = max_text_chars
+        self._min_speed = min_speed
+        self._max_speed = max_speed
+        self._framer = PcmFramer(synth.sample_rate, frame_ms)
+        self._ahead_samples = max(1, int(max_ahead_s * synth.sample_rate))
+        self._send_lock = asyncio.Lock()
+        self._closed = False
+        self.stream: ActiveStream | None = None
+        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "start": self._on_start,
+            "pause": self._on_pause,
+            "resume": self._on_resume,
+            "cancel": self._on_cancel,
+            "ping": self._on_ping,
+        }
+
+    @property
+    def state(self) -> str:
+        s = self.stream
+        if s is None:
+            return "idle"
+        return "paused" if s.paused else "streaming"
+
+    # -- input -----------------------------------------------------------------------------------
+    async def receive_text(self, raw: str) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            await self._error(bad_request("invalid_json", "the message is not valid JSON"))
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self._error(bad_request("invalid_message", 'a message is a JSON object with a "type"'))
+            return
+        handler = self._handlers.get(message["type"])
+        if handler is None:
+            known = ", ".join(self._handlers)
+            await self._error(
+                bad_request("unknown_type", f"unknown message type {message['type']!r}; known: {known}")
+            )
+            return
+        await handler(message)
+
+    async def receive_bytes(self, data: bytes) -> None:
+        await self._error(
+            bad_request("binary_not_allowed", "this endpoint takes JSON text messages only; audio flows out")
+        )
+
+    async def aclose(self) -> None:
+        """The connection is gone: stop synthesis and sending, release everything."""
+        self._closed = True
+        s = self.stream
+        if s is not None:
+            await self._stop(s)
+
+    # -- handlers --------------------------------------------------------------------------------
+    async def _on_start(self, message: dict[str, Any]) -> None:
+        if self.stream is not None:
+            await self._error(
+                APIError(
+                    409, "busy", "a stream is already running; cancel it first", stream_id=self.stream.id
+                )
+            )
+            return
+        try:
+            request = self._parse_start(message)
+        except APIError as err:
+            await self._error(err)
+            return
+        s = ActiveStream(id=uuid.uuid4().hex[:16], request=request, buffer=AheadBuffer(self._ahead_samples))
+        s.playing.set()
+        self.stream = s
+        await self._send_json(
+            {
+                "type": "started",
+                "stream_id": s.id,
+                "sample_rate": self._synth.sample_rate,
+                "encoding": self._framer.encoding,
+                "channels": CHANNELS,
+                "frame_samples": self._framer.frame_samples,
+                "voice": request.voice,
+                "language": request.language,
+                "speed": request.speed,
+            }
+        )
+        s.task = asyncio.create_task(self._run(s), name=f"read-stream-{s.id}")
+
+    def _parse_start(self, message: dict[str, Any]) -> SynthesisRequest:
+        text = message.get("text")
+        if text is None:
+            raise bad_request("missing_text", 'start needs a "text" field')
+        if not isinstance(text, str):
+            raise bad_request("invalid_text", "text must be a string")
+        check_text(text, self._max_text_chars)
+        if not any(ch.isalnum() for ch in text):
+            raise bad_request("nothing_to_say", "the text holds nothing that can be spoken")
+        voice = message.get("voice")
+        voice = "default" if voice is None else voice
+        if not isinstance(voice, str) or not voice.strip() or len(voice) > 64:
+            raise bad_request("invalid_voice", "voice must be a non-empty string of at most 64 characters")
+        language = message.get("language")
+        language = "en" if language is None else language
+        if not isinstance(language, str) or not language.strip() or len(language) > 32:
+            raise bad_request(
+                "invalid_language", "language must be a non-empty string of at most 32 characters"
+            )
+        speed = message.get("speed")
+        speed = 1.0 if speed is None else speed
+        if (
+            isinstance(speed, bool)
+            or not isinstance(speed, int | float)
+            or not math.isfinite(speed)
+            or not self._min_speed <= speed <= self._max_speed
+        ):
+            raise bad_request(
+                "invalid_speed", f"speed must be a number from {self._min_speed} to {self._max_speed}"
+            )
+        if self._synth.state is not ModelState.READY:
+            raise engine_unavailable("tts")
+        try:
+            return self._synth.resolve(
+                SynthesisRequest(text=text, voice=voice, language=language, speed=float(speed))
+            )
+        except Exception as exc:
+            err = from_engine_error(exc)
+            if err is None:
+                raise
+            raise err from exc
+
+    async def _on_pause(self, _: dict[str, Any]) -> None:
+        s = self._controllable()
+        if s is None:
+            await self._error(bad_request("not_streaming", "there is no stream to pause"))
+            return
+        s.playing.clear()  # before taking the lock: the sender stops at its next frame
+        async with self._send_lock:
+            await self._send_json_locked({"type": "paused", **self._position(s)})
+
+    async def _on_resume(self, _: dict[str, Any]) -> None:
+        s = self._controllable()
+        if s is None:
+            await self._error(bad_request("not_streaming", "there is no stream to resume"))
+            return
+        async with self._send_lock:
+            # `resumed` goes out before the next frame can: the gate opens while we hold the lock.
+            await self._send_json_locked({"type": "resumed", **self._position(s)})
+            s.playing.set()
+
+    async def _on_cancel(self, _: dict[str, Any]) -> None:
+        s = self._controllable()
+        if s is None:
+            await self._error(bad_request("not_streaming", "there is no stream to cancel"))
+            return
+        await self._stop(s)
+        if s.finishing:  # it completed while we stopped it; `complete` said so already
+            await self._error(bad_request("not_streaming", "the stream has already completed"))
+            return
+        await self._send_json({"type": "cancelled", **self._position(s)})
+
+    async def _on_ping(self, _: dict[str, Any]) -> None:
+        await self._send_json({"type": "pong", "state": self.state})
+
+    # -- the stream --------------------------------------------------------------------------------
+    async def _run(self, s: ActiveStream) -> None:
+        gauge = self._metrics.active_streams.labels(kind=GAUGE_KIND) if self._metrics else None
+        if gauge is not None:
+            gauge.inc()
+        producer = asyncio.create_task(self._produce(s), name=f"read-stream-{s.id}-synth")
+        try:
+            base = 0
+            while True:
+                item = await s.buffer.get()
+                if isinstance(item, _End):
+                    break
+                if isinstance(item, _Failed):
+                    await self._gated(s, self._stream_error(s, item.error))
+                    return
+                for out in render(item, self._framer, s.id, base):
+                    await self._gated(s, out)
+                base += len(item.pcm) // 2
+            for frame in self._framer.flush():
+                await self._gated(s, frame)
+            await self._gated(s, None)
+        except ConnectionGone:
+            log.debug("read stream %s: client gone", s.id)
+        except Exception:  # a bug must not leave a silent, half-open stream behind
+            log.exception("read stream %s failed", s.id)
+            with contextlib.suppress(ConnectionGone):
+                await self._send_json(
+                    {
+                        "type": "error",
+                        "code": "internal_error",
+                        "message": "internal error",
+                        "stream_id": s.id,
+                    }
+                )
+        finally:
+            producer.cancel()
+            await asyncio.wait([producer])
+            if self.stream is s:
+                self.stream = None
+            if gauge is not None:
+                gauge.dec()
+
+    async def _produce(self, s: ActiveStream) -> None:
+        try:
+            async with contextlib.aclosing(stream_speech(self._synth, s.request, self._metrics)) as chunks:
+                while True:
+                    await s.buffer.wait_for_room()
+                    chunk = await anext(chunks, None)
+                    if chunk is None:
+                        break
+                    s.sentences_synthesized += 1
+                    await s.buffer.put(chunk)
+            await s.buffer.put(_End())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await s.buffer.put(_Failed(exc))
+
+    async def _gated(self, s: ActiveStream, item: dict[str, Any] | Frame | None) -> None:
+        """Send one stream item once the stream is playing; None is the final `complete`."""
+        while True:
+            await s.playing.wait()
+            async with self._send_lock:
+                if not s.playing.is_set():
+                    continue  # paused between the wait and the lock
+                if item is None:
+                    s.finishing = True
+                    await self._send_json_locked(
+                        {"type": "complete", **self._position(s), "sentences": s.sentences_synthesized}
+                    )
+                elif isinstance(item, Frame):
+                    await self._send_bytes_locked(item.data)
+                    s.samples_sent += item.samples
+                    await s.buffer.release(item.samples)
+                else:
+                    await self._send_json_locked(item)
+                return
+
+    def _stream_error(self, s: ActiveStream, exc: BaseException) -> dict[str, Any]:
+        err = from_engine_error(exc) if isinstance(exc, Exception) else None
+        if err is None:
+            log.error("read stream %s: synthesis failed", s.id, exc_info=exc)
+            err = APIError(500, "synthesis_failed", "synthesis failed; the stream has stopped")
+        return {"type": "error", "code": err.code, "message": err.message, **err.extra, "stream_id": s.id}
+
+    async def _stop(self, s: ActiveStream) -> None:
+        if s.task is not None:
+            s.task.cancel()
+            await asyncio.wait([s.task])  # not `await task`: its CancelledError is not ours
+        if self.stream is s:
+            self.stream = None
+
+    def _controllable(self) -> ActiveStream | None:
+        s = self.stream
+        return None if s is None or s.finishing else s
+
+    def _position(self, s: ActiveStream) -> dict[str, Any]:
+        return {
+            "stream_id": s.id,
+            "samples_sent": s.samples_sent,
+            "duration": round(s.samples_sent / self._synth.sample_rate, 6),
+        }
+
+    # -- output ------------------------------------------------------------------------------------
+    async def _error(self, err: APIError) -> None:
+        await self._send_json({"type": "error", "code": err.code, "message": err.message, **err.extra})
+
+    async def _send_json(self, data: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self._send_json_locked(data)
+
+    async def _send_json_locked(self, data: dict[str, Any]) -> None:
+        if self._closed:
+            raise ConnectionGone
+        try:
+            await self._transport.send_json(data)
+        except Exception as exc:
+            self._closed = True
+            raise ConnectionGone from exc
+
+    async def _send_bytes_locked(self, data: bytes) -> None:
+        if self._closed:
+            raise ConnectionGone
+        try:
+            await self._transport.send_bytes(data)
+        except Exception as exc:
+            self._closed = True
+            raise ConnectionGone from exc
