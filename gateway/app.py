@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import __version__
@@ -16,7 +17,7 @@ from gateway.engines.registry import Engines, build_engines
 from gateway.errors import APIError, install_error_handlers
 from gateway.gpu import GpuMonitor
 from gateway.metrics import HTTPMetricsMiddleware, Metrics
-from gateway.routers import health, openai_compat, read_stream, speech, transcribe
+from gateway.routers import health, openai_compat, read_stream, speech, transcribe, web
 from gateway.routers import metrics as metrics_router
 from gateway.settings import Settings, get_settings
 
@@ -78,8 +79,9 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
     app.state.gpu = GpuMonitor(settings.gpu_device)
     app.state.started_at = time.monotonic()
     install_error_handlers(app)
-    for module in (health, speech, read_stream, transcribe, openai_compat, metrics_router):
+    for module in (health, speech, read_stream, transcribe, openai_compat, metrics_router, web):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
     return app
