@@ -179,7 +179,7 @@ function readStream() {
       case 'started': read.rate = msg.sample_rate || 24000; setReadState('playing', 'Playing'); break;
       case 'mark': {
         // A word-level mark has a word index; sentence marks drive the highlight.
-        if (msg.word !== undefined || msg.level === 'word') break;
+        if (msg.kind === 'word') break;
         const m = { index: msg.sentence ?? msg.index, start: msg.start ?? msg.char_start, end: msg.end ?? msg.char_end, at: null };
         read.marks.push(m); read.pendingMark = m; break;
       }

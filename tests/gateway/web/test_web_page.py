@@ -1,0 +1,128 @@
+"""The web page in a real headless Chromium (Debian's) against the running gateway.
+
+Screenshots of each panel are saved under artifacts/screenshots/ as test artifacts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from tests.support import REPO, ServerProcess
+
+ARTIFACTS = REPO / "artifacts" / "screenshots"
+
+
+def chromium(extra_args: list[str] = ()) -> WebDriver:  # type: ignore[assignment]
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert binary and driver, "Debian chromium and chromium-driver are required (scripts/setup.d/60-*)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
+                f"--user-data-dir={profile}", "--window-size=1100,900", *extra_args):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    driver = chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def attr(driver: WebDriver, selector: str, name: str) -> str:
+    return driver.find_element(By.CSS_SELECTOR, selector).get_attribute(name) or ""
+
+
+def test_status_strip_shows_engine_and_models(browser: WebDriver, gateway: ServerProcess) -> None:
+    browser.get(gateway.url + "/")
+    wait_for(lambda: "ok" in browser.find_element(By.ID, "status-health").text, what="health pill")
+    assert "embedded" in browser.find_element(By.ID, "status-engine").text
+    assert "tts:" in browser.find_element(By.ID, "status-models").text
+    assert browser.find_element(By.ID, "status-gpu").text == "no GPU"
+    # Everything the page needs comes from the gateway itself: no CDN, works offline.
+    for el in browser.find_elements(By.CSS_SELECTOR, "script[src], link[href]"):
+        src = el.get_attribute("src") or el.get_attribute("href") or ""
+        assert src.startswith(gateway.url), src
+
+
+def test_read_aloud_plays_highlights_and_pauses(browser: WebDriver, gateway: ServerProcess) -> None:
+    browser.get(gateway.url + "/")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#read-voice option"), what="voices")
+    text = browser.find_element(By.ID, "read-text")
+    text.clear()
+    text.send_keys("This is the first sentence of the test. Here comes the second one, a little longer. "
+                   "And a third sentence ends the passage.")
+    browser.find_element(By.ID, "read-play").click()
+    wait_for(lambda: int(attr(browser, "#read-stats", "data-frames")) > 5, what="audio frames")
+    wait_for(lambda: int(attr(browser, "#read-view", "data-highlighted")) >= 0, what="a highlighted sentence")
+    current = browser.find_element(By.CSS_SELECTOR, "#read-view span.current").text
+    assert current.startswith("This is the first")
+    browser.find_element(By.ID, "read-pause").click()
+    wait_for(lambda: attr(browser, "#read-state", "data-state") == "paused", what="paused state")
+    browser.save_screenshot(str(ARTIFACTS / "read-aloud.png"))
+    frames_paused = int(attr(browser, "#read-stats", "data-frames"))
+    time.sleep(0.5)
+    assert int(attr(browser, "#read-stats", "data-frames")) == frames_paused  # nothing arrives while paused
+    browser.find_element(By.ID, "read-resume").click()
+    wait_for(lambda: attr(browser, "#read-state", "data-state") in ("playing", "done"), what="resumed")
+    wait_for(lambda: attr(browser, "#read-state", "data-state") == "done", what="complete", timeout=90)
+    assert int(attr(browser, "#read-stats", "data-frames")) > frames_paused
+
+
+def test_transcribe_panel_shows_text_and_segments(browser: WebDriver, gateway: ServerProcess,
+                                                  tmp_path: Path) -> None:
+    wav = httpx.post(gateway.url + "/read", json={"text": "Transcription works in the browser."}, timeout=60)
+    path = tmp_path / "clip.wav"
+    path.write_bytes(wav.content)
+    browser.get(gateway.url + "/")
+    browser.find_element(By.ID, "tab-transcribe").click()
+    browser.find_element(By.ID, "tr-file").send_keys(str(path))
+    browser.find_element(By.ID, "tr-go").click()
+    wait_for(lambda: browser.find_element(By.ID, "tr-text").text, what="transcript")
+    assert "transcription works" in browser.find_element(By.ID, "tr-text").text.lower()
+    assert browser.find_elements(By.CSS_SELECTOR, "#tr-segments tbody tr")
+    browser.save_screenshot(str(ARTIFACTS / "transcribe.png"))
+
+
+def test_tabs_are_keyboard_operable(browser: WebDriver, gateway: ServerProcess) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(gateway.url + "/")
+    browser.find_element(By.ID, "tab-read").send_keys(Keys.ARROW_RIGHT)
+    wait_for(lambda: attr(browser, "#tab-talk", "aria-selected") == "true", what="talk tab selected")
+    assert browser.find_element(By.ID, "panel-talk").is_displayed()
+    assert not browser.find_element(By.ID, "panel-read").is_displayed()
+    # Every form control has an accessible label.
+    for el in browser.find_elements(By.CSS_SELECTOR, "textarea, select, input[type=file], input[type=range]"):
+        el_id = el.get_attribute("id")
+        labelled = browser.find_elements(By.CSS_SELECTOR, f"label[for='{el_id}']") or browser.execute_script(
+            "return arguments[0].closest('label') !== null", el)
+        assert labelled, el_id
