@@ -53,6 +53,25 @@ class SynthesisRequest:
     voice: str = "default"
     language: str = "en"
     speed: float = 1.0
+    normalize: bool = True  # numbers, dates, symbols... to words (gateway.text) before synthesis
+    timings: bool = False  # ask for word timings (SynthesisChunk.words)
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """One spoken word: seconds relative to the start of its chunk, char offsets into SynthesisRequest.text.
+
+    After normalization several spoken words can stand for one written token ("$3.5" -> "three point five
+    dollars"): the services layer merges them into one timing whose `text` is the original token and
+    `spoken` the words said.
+    """
+
+    text: str
+    start: float
+    end: float
+    text_start: int
+    text_end: int
+    spoken: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,7 @@ class SynthesisChunk:
     text_start: int  # character offsets into SynthesisRequest.text
     text_end: int
     generation_s: float = 0.0  # wall time the engine spent on this chunk
+    words: tuple[WordTiming, ...] = ()  # filled when SynthesisRequest.timings asked and the engine can
 
 
 @runtime_checkable

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ from gateway.engines.base import (
     UnknownVoiceError,
     UnsupportedLanguageError,
     Voice,
+    WordTiming,
 )
+from gateway.engines.embedded.alignment import align_words, cached_word_phonemizer, timed_phonemes
 from gateway.engines.languages import normalize_language
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,8 @@ class PiperSynthesizer:
         self._error: str | None = None
         self._model_id = "rhasspy/piper-voices:en_US-joe-medium"
         self._lock = threading.Lock()
+        self._word_phonemes: Callable[[str], tuple[str, ...]] | None = None
+        self.has_alignments = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -74,8 +79,13 @@ class PiperSynthesizer:
         from piper import PiperVoice
 
         model, config = bundled_voice_paths()
-        voice = PiperVoice.load(model, config_path=config)
+        # The alignment output (phoneme durations, patched in memory with `onnx`) costs nothing when unused.
+        voice = PiperVoice.load(model, config_path=config, include_alignments=True)
+        self.has_alignments = len(voice.session.get_outputs()) > 1
+        if not self.has_alignments:
+            log.warning("piper voice has no alignment output (is `onnx` installed?): no word timings")
         self._native_rate = voice.config.sample_rate
+        self._word_phonemes = cached_word_phonemizer(voice.phonemize)
         self._voice = voice
         self._synthesize_span("Ready.", 1.0)  # warm-up: first ONNX run allocates its arenas
 
@@ -118,10 +128,12 @@ class PiperSynthesizer:
                 f"language {request.language!r} is not supported by the TTS engine; supported: "
                 + ", ".join(self.languages())
             )
-        return SynthesisRequest(text=request.text, voice=voice.id, language=language, speed=request.speed)
+        return replace(request, voice=voice.id, language=language)
 
     # -- synthesis ---------------------------------------------------------------------------
-    def _synthesize_span(self, text: str, speed: float) -> bytes:
+    def _synthesize_span(
+        self, text: str, speed: float, timings: bool = False, text_offset: int = 0
+    ) -> tuple[bytes, tuple[WordTiming, ...]]:
         from piper import SynthesisConfig
 
         voice = self._voice
@@ -130,9 +142,32 @@ class PiperSynthesizer:
         config = SynthesisConfig(
             length_scale=1.0 / speed, noise_scale=self._noise_scale, noise_w_scale=self._noise_w_scale
         )
-        parts = [chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=config)]
+        want = timings and self.has_alignments
+        parts = []
+        phonemes = []
+        offset = 0
+        for chunk in voice.synthesize(text, syn_config=config, include_alignments=want):
+            parts.append(chunk.audio_float_array)
+            if want and chunk.phoneme_alignments:
+                pairs = [(a.phoneme, a.num_samples) for a in chunk.phoneme_alignments]
+                phonemes += timed_phonemes(pairs, offset)
+            offset += len(chunk.audio_float_array)
         audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        return float_to_pcm16(resample(audio, self._native_rate, self.sample_rate))
+        pcm = float_to_pcm16(resample(audio, self._native_rate, self.sample_rate))
+        words: tuple[WordTiming, ...] = ()
+        if want and phonemes and self._word_phonemes is not None:
+            rate = float(self._native_rate)
+            words = tuple(
+                WordTiming(
+                    text=text[w.start_char : w.end_char],
+                    start=round(w.start / rate, 3),
+                    end=round(w.end / rate, 3),
+                    text_start=text_offset + w.start_char,
+                    text_end=text_offset + w.end_char,
+                )
+                for w in align_words(text, phonemes, self._word_phonemes)
+            )
+        return pcm, words
 
     async def stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisChunk]:
         if self._state is not ModelState.READY:
@@ -142,7 +177,9 @@ class PiperSynthesizer:
         for index, span in enumerate(spans):
             # One sentence at a time: a consumer that stops iterating stops the work after this one.
             t0 = time.perf_counter()
-            pcm = await loop.run_in_executor(self._executor, self._synthesize_span, span.text, request.speed)
+            pcm, words = await loop.run_in_executor(
+                self._executor, self._synthesize_span, span.text, request.speed, request.timings, span.start
+            )
             yield SynthesisChunk(
                 pcm=pcm,
                 sample_rate=self.sample_rate,
@@ -150,4 +187,5 @@ class PiperSynthesizer:
                 text_start=span.start,
                 text_end=span.end,
                 generation_s=time.perf_counter() - t0,
+                words=words,
             )
