@@ -63,6 +63,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ["VOICE_OPERATOR_RESYNC_SECONDS"] = str(args.resync_seconds)
     from voice_operator.handlers import run_operator
 
     return run_operator(
@@ -70,7 +73,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         all_namespaces=args.all_namespaces,
         liveness=args.liveness,
         metrics_port=args.metrics_port,
-        resync_seconds=args.resync_seconds,
         verbose=args.verbose,
     )
 

@@ -145,6 +145,12 @@ def _writable_volumes() -> tuple[list[Obj], list[Obj]]:
     return vols, mounts
 
 
+def _resources(block: Obj) -> Obj:
+    """requests/limits with every quantity as a string: the CRD accepts `cpu: 1`, but server-side apply's
+    typed patch rejects a number where a Quantity is expected."""
+    return {k: {r: str(q) for r, q in v.items()} for k, v in (block.get("resources") or {}).items() if v}
+
+
 def _probe_http(port: str, path: str = "/health", **kw: Any) -> Obj:
     return {"httpGet": {"path": path, "port": port}, **kw}
 
@@ -201,7 +207,7 @@ def _model_server(c: _Ctx, component: str, voices_cm: Obj | None, deploy_cm: Obj
     vols, mounts = _writable_volumes()
     vols.append(_cache_volume(c))
     mounts.append({"name": "model-cache", "mountPath": c.spec["modelCache"]["mountPath"]})
-    resources: Obj = {k: dict(v) for k, v in (block.get("resources") or {}).items() if v}
+    resources = _resources(block)
     env = {
         "HF_HOME": c.spec["modelCache"]["mountPath"],
         "HOME": "/tmp",
@@ -232,7 +238,7 @@ def _model_server(c: _Ctx, component: str, voices_cm: Obj | None, deploy_cm: Obj
         if block.get("maxModelLen"):
             args += ["--max-model-len", str(block["maxModelLen"])]
         limits = resources.setdefault("limits", {})
-        limits[gpu["resourceName"]] = gpu["count"]
+        limits[gpu["resourceName"]] = str(gpu["count"])
         if component == "tts":
             env["SPEAKER_SAMPLES_DIR"] = "/tmp/speakers"
         vols.append({"name": "deploy-config", "configMap": {"name": deploy_cm["metadata"]["name"]}})  # type: ignore[index]
@@ -384,7 +390,7 @@ def _gateway(c: _Ctx, env_cm: Obj, voices_cm: Obj | None) -> Obj:
         container["env"] = env
     if gw.get("imagePullPolicy"):
         container["imagePullPolicy"] = gw["imagePullPolicy"]
-    resources = {k: dict(v) for k, v in (gw.get("resources") or {}).items() if v}
+    resources = _resources(gw)
     if resources:
         container["resources"] = resources
     pod: Obj = {
