@@ -19,6 +19,7 @@ from gateway.gpu import GpuMonitor
 from gateway.metrics import HTTPMetricsMiddleware, Metrics
 from gateway.routers import health, openai_compat, read_stream, speech, transcribe, web
 from gateway.routers import metrics as metrics_router
+from gateway.security import install_inner, install_outer
 from gateway.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
     for module in (health, speech, read_stream, transcribe, openai_compat, metrics_router, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    install_inner(app, settings)  # API keys, stream limits: innermost, see gateway/security
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
+    install_outer(app, settings)  # request ids + JSON access log, CORS: outermost
     return app

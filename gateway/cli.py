@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.app import create_app
+    from gateway.logging_setup import configure_logging
     from gateway.settings import ConfigError, load_settings
+    from gateway.shutdown import serve
 
     try:
         settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
         app = create_app(settings)
     except ConfigError as exc:
         print(f"voice-gateway: {exc}", file=sys.stderr)
         return 2
     host = args.host or settings.host
     port = args.port or settings.port
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, ws_max_size=16 * 1024 * 1024)
+    serve(app, host, port)  # SIGTERM: close WebSockets 1001, drain HTTP for SHUTDOWN_GRACE_SECONDS
     return 0
 
 

@@ -58,6 +58,16 @@ class Settings(BaseSettings):
 
     # Security: keys are never logged or shown in /config.
     api_keys: SecretStr | None = Field(None, validation_alias=AliasChoices("GATEWAY_API_KEYS"))
+    # Hardening (docs/hardening.md). A mounted Secret file holds one key per line (or comma separated).
+    api_keys_file: str | None = Field(None, alias="GATEWAY_API_KEYS_FILE")
+    metrics_require_auth: bool = Field(False, alias="METRICS_REQUIRE_AUTH")
+    max_streams: int = Field(64, ge=0, alias="MAX_STREAMS")
+    max_streams_per_key: int = Field(16, ge=0, alias="MAX_STREAMS_PER_KEY")
+    ws_idle_timeout_seconds: float = Field(300.0, ge=0, alias="WS_IDLE_TIMEOUT_SECONDS")
+    ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, alias="WS_MAX_MESSAGE_BYTES")
+    cors_allow_origins: str = Field("", alias="CORS_ALLOW_ORIGINS")
+    log_format: Literal["json", "text"] = Field("json", alias="LOG_FORMAT")
+    shutdown_grace_seconds: float = Field(100.0, ge=0, alias="SHUTDOWN_GRACE_SECONDS")
 
     @field_validator("omni_service_url", "tts_service_url")
     @classmethod
