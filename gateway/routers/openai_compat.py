@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from gateway.audio.encode import CONTENT_TYPES, encode
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
@@ -17,6 +17,7 @@ from gateway.errors import APIError
 from gateway.routers.uploads import read_upload
 from gateway.schemas import OpenAISpeechRequest
 from gateway.services.speech import check_text, synthesize
+from gateway.services.speech_output import audio_stream, timed_body, webvtt, word_timeline
 from gateway.services.transcription import transcribe_upload
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -75,8 +76,24 @@ async def speech(
     text = check_text(body.input, settings.max_text_chars)
     voice = "default" if body.voice.lower() in OPENAI_VOICES else body.voice
     synth = engines.synthesizer
-    request = synth.resolve(SynthesisRequest(text=text, voice=voice, language="auto", speed=body.speed))
+    request = synth.resolve(
+        SynthesisRequest(
+            text=text,
+            voice=voice,
+            language="auto",
+            speed=body.speed,
+            normalize=body.normalize,
+            timings=body.output != "audio",
+        )
+    )
+    if body.output == "audio" and body.stream:
+        chunks = await audio_stream(synth, request, body.response_format, metrics)
+        return StreamingResponse(chunks, media_type=CONTENT_TYPES[body.response_format])
     result = await synthesize(synth, request, metrics)
+    if body.output == "json":
+        return JSONResponse(await timed_body(result, body.response_format, text))
+    if body.output == "vtt":
+        return PlainTextResponse(webvtt(word_timeline(result.chunks)), media_type="text/vtt")
     audio = await asyncio.to_thread(encode, result.pcm, result.sample_rate, body.response_format)
     return Response(audio, media_type=CONTENT_TYPES[body.response_format])
 

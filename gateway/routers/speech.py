@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from gateway.audio.encode import CONTENT_TYPES, encode
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
 from gateway.engines.base import SynthesisRequest
 from gateway.schemas import BatchRequest, ReadRequest
 from gateway.services.speech import check_text, synthesize
+from gateway.services.speech_output import timed_body, webvtt, word_timeline
 
 router = APIRouter(tags=["read-aloud"])
 
@@ -24,9 +25,20 @@ async def _speak(
     text = check_text(body.text, settings.max_text_chars)
     synth = engines.synthesizer
     request = synth.resolve(
-        SynthesisRequest(text=text, voice=body.voice, language=body.language, speed=body.speed)
+        SynthesisRequest(
+            text=text,
+            voice=body.voice,
+            language=body.language,
+            speed=body.speed,
+            normalize=body.normalize,
+            timings=body.output != "audio",
+        )
     )
     result = await synthesize(synth, request, metrics)
+    if body.output == "json":
+        return JSONResponse(await timed_body(result, body.response_format, text))
+    if body.output == "vtt":
+        return PlainTextResponse(webvtt(word_timeline(result.chunks)), media_type="text/vtt")
     audio = await asyncio.to_thread(encode, result.pcm, result.sample_rate, body.response_format)
     headers = {
         "X-Audio-Duration": f"{result.duration:.3f}",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.engines.base import SynthesisChunk, SynthesisRequest, Synthesizer
 from gateway.errors import APIError
 from gateway.metrics import Metrics
+from gateway.text import NormalizedText, normalize
+from gateway.text.chunks import to_original
 
 
 @dataclass(frozen=True)
@@ -36,18 +39,30 @@ def check_text(text: str, max_chars: int) -> str:
     return text
 
 
+async def normalize_request(request: SynthesisRequest) -> tuple[SynthesisRequest, NormalizedText]:
+    """Text normalization for every engine: the engine gets the spoken form, the map leads back."""
+    if not request.normalize:
+        return request, NormalizedText.identity(request.text)
+    # Regexes over a long text take a few ms per thousand characters: keep them off the event loop.
+    text = request.text
+    norm = normalize(text) if len(text) < 2000 else await asyncio.to_thread(normalize, text)
+    return replace(request, text=norm.text, normalize=False), norm
+
+
 async def stream_speech(
     synth: Synthesizer, request: SynthesisRequest, metrics: Metrics | None = None
 ) -> AsyncIterator[SynthesisChunk]:
-    """The synthesizer's stream with per-sentence latency recorded."""
-    gen = synth.stream(request)
+    """The synthesizer's stream with per-sentence latency recorded, the text normalized when the request asks
+    (the default), and every offset (chunk and word timings) pointing into the ORIGINAL request text."""
+    spoken, norm = await normalize_request(request)
+    gen = synth.stream(spoken)
     try:
         async for chunk in gen:
             if metrics is not None:
                 metrics.audio_generation_latency.labels(engine=synth.name, kind="sentence").observe(
                     chunk.generation_s
                 )
-            yield chunk
+            yield to_original(chunk, norm) if request.normalize else chunk
     finally:
         await gen.aclose()  # type: ignore[attr-defined]
 

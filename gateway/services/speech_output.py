@@ -1,0 +1,140 @@
+"""What the HTTP speech routes hand back besides a plain audio file: chunked audio streams in any format, a
+JSON body with the audio and word timings, WebVTT captions. Routers stay thin; the work is here."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.audio.encode import CONTENT_TYPES, encode
+from gateway.audio.stream_encode import StreamEncoder
+from gateway.engines.base import SynthesisChunk, SynthesisRequest, Synthesizer
+from gateway.errors import APIError
+from gateway.metrics import Metrics
+from gateway.services.speech import SynthesisResult, stream_speech
+
+STREAM_GAUGE_KIND = "speech_http"
+
+
+def word_timeline(chunks: list[SynthesisChunk]) -> list[dict[str, Any]]:
+    """Word timings on the timeline of the whole audio, with offsets into the original text."""
+    out: list[dict[str, Any]] = []
+    offset = 0.0
+    for chunk in chunks:
+        for w in chunk.words:
+            item: dict[str, Any] = {
+                "word": w.text,
+                "start": round(offset + w.start, 3),
+                "end": round(offset + w.end, 3),
+                "char_start": w.text_start,
+                "char_end": w.text_end,
+            }
+            if w.spoken:
+                item["spoken"] = w.spoken
+            out.append(item)
+        offset += len(chunk.pcm) / 2 / chunk.sample_rate
+    return out
+
+
+def sentence_timeline(chunks: list[SynthesisChunk]) -> list[dict[str, Any]]:
+    out = []
+    offset = 0.0
+    for chunk in chunks:
+        duration = len(chunk.pcm) / 2 / chunk.sample_rate
+        out.append(
+            {
+                "index": chunk.index,
+                "start": round(offset, 3),
+                "end": round(offset + duration, 3),
+                "char_start": chunk.text_start,
+                "char_end": chunk.text_end,
+            }
+        )
+        offset += duration
+    return out
+
+
+def _vtt_time(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def webvtt(words: list[dict[str, Any]]) -> str:
+    """One cue per written word; the cue id 'char_start-char_end' lets a player find the word in the text."""
+    lines = ["WEBVTT", ""]
+    for w in words:
+        text = w["word"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        lines += [
+            f"{w['char_start']}-{w['char_end']}",
+            f"{_vtt_time(w['start'])} --> {_vtt_time(w['end'])}",
+            text,
+            "",
+        ]
+    return "\n".join(lines)
+
+
+async def timed_body(result: SynthesisResult, fmt: str, text: str) -> dict[str, Any]:
+    audio = await asyncio.to_thread(encode, result.pcm, result.sample_rate, fmt)
+    return {
+        "text": text,
+        "format": fmt,
+        "content_type": CONTENT_TYPES[fmt],
+        "sample_rate": result.sample_rate,
+        "duration": round(result.duration, 3),
+        "audio": base64.b64encode(audio).decode("ascii"),
+        "words": word_timeline(result.chunks),
+        "sentences": sentence_timeline(result.chunks),
+    }
+
+
+async def audio_stream(
+    synth: Synthesizer, request: SynthesisRequest, fmt: str, metrics: Metrics | None = None
+) -> AsyncIterator[bytes]:
+    """Encoded audio as it is synthesized. The first sentence is synthesized before this returns, so an engine
+    error (not ready, bad voice...) still becomes a proper HTTP error instead of a truncated 200."""
+    encoder = StreamEncoder(fmt, synth.sample_rate)
+    chunks = stream_speech(synth, request, metrics)
+    try:
+        first = await anext(chunks, None)
+    except BaseException:
+        encoder.close()
+        await chunks.aclose()
+        raise
+    if first is None:
+        encoder.close()
+        await chunks.aclose()
+        raise APIError(400, "nothing_to_say", "the text holds nothing that can be spoken")
+    return _drive(encoder, chunks, first, metrics)
+
+
+async def _drive(
+    encoder: StreamEncoder,
+    chunks: AsyncIterator[SynthesisChunk],
+    first: SynthesisChunk,
+    metrics: Metrics | None,
+) -> AsyncIterator[bytes]:
+    gauge = metrics.active_streams.labels(kind=STREAM_GAUGE_KIND) if metrics is not None else None
+    if gauge is not None:
+        gauge.inc()
+    try:
+        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+            chunk: SynthesisChunk | None = first
+            while chunk is not None:
+                data = await asyncio.to_thread(encoder.write, chunk.pcm)
+                if data:
+                    yield data
+                chunk = await anext(chunks, None)
+        tail = await asyncio.to_thread(encoder.finish)
+        if tail:
+            yield tail
+    finally:
+        # A client that hangs up ends here too (the response closes this generator): synthesis stops.
+        encoder.close()
+        if gauge is not None:
+            gauge.dec()
