@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
     settings = settings or get_settings()
     engines = engines or build_engines(settings)
     metrics = Metrics()
+    for collector in getattr(engines, "collectors", ()):
+        metrics.registry.register(collector)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -56,6 +56,24 @@ class Settings(BaseSettings):
     # cut closer to what the user really heard.
     voice_audio_lead_ms: int = Field(300, ge=0, le=60_000, alias="VOICE_AUDIO_LEAD_MS")
 
+    # VOICE_ENGINE=vllm-omni: the model servers (docs/vllm-omni.md). "" model names = discover via /v1/models.
+    omni_model: str = Field("", alias="OMNI_MODEL")
+    tts_model: str = Field("", alias="TTS_MODEL")
+    omni_server_version: str = Field("", alias="OMNI_SERVER_VERSION")  # picks /v1/realtime or HTTP streaming
+    omni_speaker: Literal["ethan", "chelsie", "aiden"] = Field("ethan", alias="OMNI_SPEAKER")
+    omni_audio_output: Literal["auto", "on", "off"] = Field("auto", alias="OMNI_AUDIO_OUTPUT")
+    tts_voices_dir: str = Field("", alias="TTS_VOICES_DIR")  # <name>.wav + <name>.txt reference clips
+    tts_voice_mode: Literal["auto", "register", "inline"] = Field("auto", alias="TTS_VOICE_MODE")
+    tts_seed: int | None = Field(None, alias="TTS_SEED")
+    backend_connect_timeout: float = Field(3.0, gt=0, alias="BACKEND_CONNECT_TIMEOUT")
+    backend_read_timeout: float = Field(30.0, gt=0, alias="BACKEND_READ_TIMEOUT")
+    backend_total_timeout: float = Field(120.0, gt=0, alias="BACKEND_TOTAL_TIMEOUT")
+    backend_retries: int = Field(2, ge=0, le=10, alias="BACKEND_RETRIES")
+    backend_breaker_threshold: int = Field(5, ge=1, alias="BACKEND_BREAKER_THRESHOLD")
+    backend_breaker_reset: float = Field(10.0, gt=0, alias="BACKEND_BREAKER_RESET")
+    backend_poll_interval: float = Field(5.0, gt=0, alias="BACKEND_POLL_INTERVAL")
+    backend_load_grace: float = Field(900.0, ge=0, alias="BACKEND_LOAD_GRACE")
+
     # Security: keys are never logged or shown in /config.
     api_keys: SecretStr | None = Field(None, validation_alias=AliasChoices("GATEWAY_API_KEYS"))
     # Hardening (docs/hardening.md). A mounted Secret file holds one key per line (or comma separated).

@@ -24,6 +24,8 @@ class Engines:
     responder: Any | None = None  # the conversation engine, where the engine set has one
     _closers: list[Any] = field(default_factory=list)
     _executor: ThreadPoolExecutor | None = None
+    # Extra Prometheus collectors the app registers on its metrics registry (backend clients' counters).
+    collectors: list[Any] = field(default_factory=list)
 
     def components(self) -> dict[str, Any]:
         parts: dict[str, Any] = {"tts": self.synthesizer, "asr": self.transcriber}
@@ -86,4 +88,8 @@ def _embedded(settings: Settings) -> Engines:
 def build_engines(settings: Settings) -> Engines:
     if settings.voice_engine == "embedded":
         return _embedded(settings)
+    if settings.voice_engine == "vllm-omni":
+        from gateway.engines.vllm_omni import build_vllm_omni
+
+        return build_vllm_omni(settings)
     raise ConfigError(f"VOICE_ENGINE={settings.voice_engine!r} is not available in this build")

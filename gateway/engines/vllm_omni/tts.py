@@ -1,0 +1,333 @@
+"""The Synthesizer over vLLM-Omni's TTS server (Qwen3-TTS 0.6B Base), streaming PCM sentence by sentence.
+
+Voices: the Base model has no built-in voices (fact sheet §3 "0.6B Base has no built-in voices"), so the
+gateway's voices are reference clips from configuration: `TTS_VOICES_DIR/<name>.<wav|flac|mp3|ogg>` with its
+exact transcript in `<name>.txt` (and optionally `<name>.json`: `{"language": "en", "description": "..."}`).
+With `TTS_VOICE_MODE=register` (or `auto`, the default, when the server has `/v1/audio/voices`) each clip is
+uploaded once at start-up and on every reconnect, idempotently, then named by `voice`; with `inline` every
+request carries the clip as a `ref_audio` data URL plus `ref_text`. Built-in voices the server lists (a
+CustomVoice checkpoint, or the engine-server's CPU voice) are offered as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import mimetypes
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.audio.decode import AudioDecodeError, decode_audio
+from gateway.audio.text import split_sentences
+from gateway.engines.base import (
+    EngineNotReadyError,
+    ModelInfo,
+    ModelState,
+    SynthesisChunk,
+    SynthesisRequest,
+    UnknownVoiceError,
+    UnsupportedLanguageError,
+    Voice,
+)
+from gateway.engines.languages import NAMES, normalize_language
+from gateway.engines.vllm_omni.audio import PcmJoiner, change_tempo
+from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer, unavailable
+from gateway.engines.vllm_omni.protocol import BACKEND_SAMPLE_RATE, QWEN_TTS_LANGUAGES, speech_request
+
+log = logging.getLogger(__name__)
+
+_AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
+# Fact sheet §3: reference audio must last 1-30 s; uploads are at most 10 MB.
+MIN_REF_S, MAX_REF_S, MAX_REF_BYTES = 1.0, 30.0, 10 * 1024 * 1024
+
+
+class VoiceConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class VoiceClip:
+    name: str
+    audio: bytes
+    mime_type: str
+    ref_text: str
+    language: str
+    duration: float
+    description: str = ""
+
+    def data_url(self) -> str:
+        """`ref_audio` must start with `data:` (or http/file); raw base64 is rejected (fact sheet §3)."""
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.audio).decode('ascii')}"
+
+
+def load_voice_clips(directory: str | Path) -> list[VoiceClip]:
+    """Read and check every clip of the voices directory (a mounted ConfigMap/volume). Blocking."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise VoiceConfigError(f"TTS_VOICES_DIR={str(root)!r} is not a directory")
+    clips: list[VoiceClip] = []
+    for audio_path in sorted(p for p in root.iterdir() if p.suffix.lower() in _AUDIO_SUFFIXES):
+        name = audio_path.stem.strip().lower()
+        text_path = audio_path.with_suffix(".txt")
+        if not text_path.is_file():
+            raise VoiceConfigError(
+                f"voice {name!r}: {text_path.name} (the clip's exact transcript) is missing"
+            )
+        ref_text = text_path.read_text(encoding="utf-8").strip()
+        if not ref_text:
+            raise VoiceConfigError(f"voice {name!r}: {text_path.name} is empty")
+        meta: dict[str, Any] = {}
+        meta_path = audio_path.with_suffix(".json")
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        audio = audio_path.read_bytes()
+        if len(audio) > MAX_REF_BYTES:
+            raise VoiceConfigError(f"voice {name!r}: the clip is larger than 10 MB")
+        try:
+            duration = decode_audio(audio, 16000, MAX_REF_S + 1).duration
+        except (AudioDecodeError, ValueError) as exc:
+            raise VoiceConfigError(f"voice {name!r}: {audio_path.name} is not usable audio: {exc}") from None
+        if not MIN_REF_S <= duration <= MAX_REF_S:
+            raise VoiceConfigError(f"voice {name!r}: the clip lasts {duration:.1f} s; it must last 1-30 s")
+        mime = mimetypes.guess_type(audio_path.name)[0] or "audio/wav"
+        if mime == "audio/x-wav":
+            mime = "audio/wav"
+        language = normalize_language(str(meta.get("language", "en"))) or "en"
+        clips.append(
+            VoiceClip(name, audio, mime, ref_text, language, duration, str(meta.get("description", "")))
+        )
+    return clips
+
+
+class VllmOmniSynthesizer:
+    """`Synthesizer` over `POST /v1/audio/speech` with `stream: true`, `response_format: "pcm"`."""
+
+    name = "vllm-omni"
+
+    def __init__(
+        self,
+        backend: BackendClient,
+        sample_rate: int,
+        clips: Sequence[VoiceClip] = (),
+        voice_mode: str = "auto",
+        consent: str = "voice-gateway",
+        seed: int | None = None,
+        lookahead: int = 1,
+        max_sentence_chars: int = 240,
+    ) -> None:
+        self.backend = backend
+        self.sample_rate = sample_rate
+        self._clips = {c.name: c for c in clips}
+        self._voice_mode = voice_mode
+        self._consent = consent
+        self._seed = seed
+        self._lookahead = max(0, lookahead)
+        self._max_sentence_chars = max_sentence_chars
+        self._registered: set[str] = set()
+        self._inline = voice_mode == "inline"
+        self._builtin: list[str] = []
+        self._server_languages: tuple[str, ...] | None = None
+        backend.on_ready(self._discover_voices)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.backend.start()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def _discover_voices(self) -> None:
+        """`GET /v1/audio/voices` -> `{"voices": [...], "uploaded_voices": [{"name", ...}]}` (fact sheet §3),
+        then upload each clip not there yet: `POST /v1/audio/voices` multipart with `audio_sample`, `name`,
+        `consent`, `ref_text`. Re-run on every reconnect; a name that already exists is not an error."""
+        try:
+            listing = await self.backend.request_json("GET", "/v1/audio/voices")
+        except BackendError as exc:
+            if self._voice_mode == "register" or not _is_missing_route(exc):
+                raise
+            listing = None
+        if isinstance(listing, dict):
+            self._builtin = [str(v).lower() for v in listing.get("voices") or [] if isinstance(v, str)]
+            langs = listing.get("languages")  # the engine-server says which it speaks; vLLM-Omni does not
+            if isinstance(langs, list) and langs:
+                self._server_languages = tuple(str(x) for x in langs)
+        if self._voice_mode == "inline" or not self._clips:
+            return
+        if listing is None:
+            log.info("the TTS server has no /v1/audio/voices: sending reference clips with every request")
+            self._inline = True
+            return
+        uploaded = {
+            str(v.get("name", "")).lower()
+            for v in listing.get("uploaded_voices") or []
+            if isinstance(v, dict)
+        }
+        for clip in self._clips.values():
+            if clip.name in uploaded:
+                self._registered.add(clip.name)
+                continue
+            await self._upload(clip)
+        self._inline = False
+
+    async def _upload(self, clip: VoiceClip) -> None:
+        files = {
+            "audio_sample": (
+                f"{clip.name}{mimetypes.guess_extension(clip.mime_type) or '.wav'}",
+                clip.audio,
+                clip.mime_type,
+            )
+        }
+        data = {"name": clip.name, "consent": self._consent, "ref_text": clip.ref_text}
+        try:
+            await self.backend.request_json("POST", "/v1/audio/voices", files=files, data=data)
+        except BackendError as exc:
+            if "already exists" not in exc.message:
+                raise
+        self._registered.add(clip.name)
+        log.info("registered voice %r with the TTS server", clip.name)
+
+    # -- catalogue ---------------------------------------------------------------------------
+    @property
+    def state(self) -> ModelState:
+        return self.backend.state
+
+    def voices(self) -> Sequence[Voice]:
+        out = [
+            Voice(
+                id=c.name,
+                name=c.description or f"{c.name} (reference clip)",
+                language=c.language,
+                sample_rate=BACKEND_SAMPLE_RATE,
+            )
+            for c in self._clips.values()
+        ]
+        out += [
+            Voice(id=v, name=f"{v} (built-in)", language="en", sample_rate=BACKEND_SAMPLE_RATE)
+            for v in self._builtin
+            if v not in self._clips
+        ]
+        if out:
+            first = out[0]
+            out[0] = Voice(first.id, first.name, first.language, first.sample_rate, aliases=("default",))
+        return out
+
+    def languages(self) -> Sequence[str]:
+        names = self._server_languages or QWEN_TTS_LANGUAGES
+        by_name = {v.lower(): k for k, v in NAMES.items()}
+        return tuple(by_name[n.lower()] for n in names if n.lower() in by_name)
+
+    def models(self) -> Sequence[ModelInfo]:
+        return (
+            ModelInfo(
+                "tts", self.backend.model_id or "(not discovered)", self.name, self.state, self.backend.detail
+            ),
+        )
+
+    def resolve(self, request: SynthesisRequest) -> SynthesisRequest:
+        voices = self.voices()
+        wanted = request.voice.strip().lower()
+        voice = next((v for v in voices if wanted == v.id or wanted in v.aliases), None)
+        if voice is None:
+            if not voices and self.state is not ModelState.READY:
+                raise EngineNotReadyError("tts", self.backend.detail)
+            known = (
+                ", ".join(sorted({v.id for v in voices} | {a for v in voices for a in v.aliases})) or "none"
+            )
+            raise UnknownVoiceError(f"unknown voice {request.voice!r}; available: {known}")
+        language = normalize_language(request.language) or voice.language
+        if language not in self.languages():
+            raise UnsupportedLanguageError(
+                f"language {request.language!r} is not supported by the TTS server; supported: "
+                + ", ".join(self.languages())
+            )
+        return SynthesisRequest(text=request.text, voice=voice.id, language=language, speed=request.speed)
+
+    # -- synthesis ---------------------------------------------------------------------------
+    def _body(self, text: str, voice: str, language: str) -> dict[str, Any]:
+        lang_name = NAMES.get(language, "Auto")
+        clip = self._clips.get(voice)
+        model = self.backend.model_id
+        if clip is None:  # a built-in voice of the server
+            return speech_request(
+                text, model=model, language=lang_name, voice=voice, task_type=None, seed=self._seed
+            )
+        if self._inline or clip.name not in self._registered:
+            return speech_request(
+                text,
+                model=model,
+                language=lang_name,
+                ref_audio=clip.data_url(),
+                ref_text=clip.ref_text,
+                seed=self._seed,
+            )
+        return speech_request(
+            text, model=model, language=lang_name, voice=clip.name, ref_text=clip.ref_text, seed=self._seed
+        )
+
+    async def _sentence(self, text: str, voice: str, language: str, speed: float) -> tuple[bytes, float]:
+        """One sentence, whole: the streamed PCM16 24 kHz joined and brought to the gateway's rate."""
+        t0 = time.perf_counter()
+        joiner = PcmJoiner(self.sample_rate)
+        parts: list[bytes] = []
+        async with self.backend.stream(
+            "POST", "/v1/audio/speech", json_body=self._body(text, voice, language)
+        ) as resp:
+            ctype = resp.response.headers.get("content-type", "")
+            if ctype and not ctype.startswith(("audio/", "application/octet-stream")):
+                raise bad_answer("tts", f"the TTS server answered {ctype!r} instead of PCM audio")
+            async for chunk in resp.iter_bytes():
+                parts.append(joiner.push(chunk, BACKEND_SAMPLE_RATE))
+            try:
+                parts.append(joiner.finish())
+            except ValueError as exc:
+                raise bad_answer("tts", f"the TTS server sent truncated audio: {exc}") from None
+        pcm = b"".join(parts)
+        if not pcm:
+            raise bad_answer("tts", "the TTS server sent no audio for a sentence")
+        if abs(speed - 1.0) > 1e-3:
+            pcm = await asyncio.to_thread(change_tempo, pcm, self.sample_rate, speed)
+        return pcm, time.perf_counter() - t0
+
+    async def stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisChunk]:
+        if self.state is not ModelState.READY:
+            raise unavailable(
+                "tts",
+                f"the TTS backend is {self.state.value}: {self.backend.detail or ''}".rstrip(": "),
+                "backend_loading" if self.state is ModelState.LOADING else "backend_unavailable",
+            )
+        spans = split_sentences(request.text, self._max_sentence_chars)
+        # Pipelining: the next sentence is requested while this one is handed out, hiding the server's
+        # time to first audio between sentences. Closing the iterator cancels what is still in flight.
+        tasks: list[asyncio.Task[tuple[bytes, float]]] = []
+        try:
+            for index, span in enumerate(spans):
+                while len(tasks) <= self._lookahead and len(tasks) + index < len(spans):
+                    nxt = spans[index + len(tasks)]
+                    tasks.append(
+                        asyncio.create_task(
+                            self._sentence(nxt.text, request.voice, request.language, request.speed)
+                        )
+                    )
+                pcm, took = await tasks.pop(0)
+                yield SynthesisChunk(
+                    pcm=pcm,
+                    sample_rate=self.sample_rate,
+                    index=index,
+                    text_start=span.start,
+                    text_end=span.end,
+                    generation_s=took,
+                )
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _is_missing_route(exc: BackendError) -> bool:
+    return exc.status == 502 and any(f"answered {s}" in exc.message for s in (404, 405))
