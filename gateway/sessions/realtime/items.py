@@ -1,0 +1,284 @@
+"""The conversation as the Realtime API exposes it: items with ids the client can create, delete and
+truncate, in order. It is the source of the history the conversation engine answers from.
+
+Truncation maps audio time to text with the synthesizer's own timing: every spoken sentence of an
+assistant item records where its audio starts and ends and which characters of the transcript it covers,
+with word timings when the engine gives them. Cutting at `audio_end_ms` keeps whole sentences heard
+before it, then within the sentence being played the words at least half heard (by word timing, or, without
+it, by the word's position in the sentence scaled to the sentence's audio); everything after is dropped,
+so the next response never sees words the user did not hear.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.engines.base import ChatMessage
+from gateway.sessions.realtime.protocol import ItemParam, RealtimeError
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str) -> str:
+    """OpenAI-shaped ids ("item_", "resp_", "event_", "sess_" + 21 characters)."""
+    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(21))
+
+
+@dataclass(frozen=True)
+class WordSpan:
+    start_ms: float  # item audio time
+    end_ms: float
+    text_start: int  # offsets into the content part's transcript
+    text_end: int
+
+
+@dataclass(frozen=True)
+class SpokenSpan:
+    """One synthesized sentence inside an assistant audio part."""
+
+    start_ms: float
+    end_ms: float
+    text_start: int
+    text_end: int
+    words: tuple[WordSpan, ...] = ()
+
+
+def _word_bounds(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    bounds: list[tuple[int, int]] = []
+    i = start
+    while i < end:
+        while i < end and text[i].isspace():
+            i += 1
+        j = i
+        while j < end and not text[j].isspace():
+            j += 1
+        if j > i:
+            bounds.append((i, j))
+        i = j
+    return bounds
+
+
+def heard_offset(text: str, spans: list[SpokenSpan], audio_end_ms: float) -> int:
+    """How many characters of `text` were spoken before `audio_end_ms` (a word counts once half heard)."""
+    cut = 0
+    for span in spans:
+        if span.end_ms <= audio_end_ms:
+            cut = span.text_end
+            continue
+        if span.start_ms >= audio_end_ms:
+            break
+        if span.words:
+            for w in span.words:
+                if (w.start_ms + w.end_ms) / 2 <= audio_end_ms:
+                    cut = max(cut, w.text_end)
+        else:
+            # No word timing: speech runs at a roughly even pace in characters through one sentence.
+            total = max(1, span.text_end - span.text_start)
+            fraction = (audio_end_ms - span.start_ms) / max(1e-6, span.end_ms - span.start_ms)
+            for a, b in _word_bounds(text, span.text_start, span.text_end):
+                if ((a + b) / 2 - span.text_start) / total <= fraction:
+                    cut = b
+        break
+    return cut
+
+
+@dataclass
+class ContentPart:
+    type: str  # GA names: input_text | input_audio | output_text | output_audio
+    text: str | None = None
+    transcript: str | None = None
+    audio_ms: float = 0.0  # duration of the part's audio, for audio parts
+    spans: list[SpokenSpan] = field(default_factory=list)
+
+    def as_text(self) -> str:
+        return (self.text if self.type.endswith("_text") else self.transcript) or ""
+
+    def wire(self, beta: bool) -> dict[str, Any]:
+        kind = self.type
+        if beta and kind in ("output_text", "output_audio"):
+            kind = kind.removeprefix("output_")  # beta: "text" / "audio"
+        out: dict[str, Any] = {"type": kind}
+        if kind.endswith("text"):
+            out["text"] = self.text or ""
+        else:
+            out["transcript"] = self.transcript
+        return out
+
+
+@dataclass
+class Item:
+    id: str
+    role: str  # user | assistant | system
+    content: list[ContentPart]
+    status: str = "completed"  # completed | incomplete | in_progress
+    type: str = "message"
+
+    def text(self) -> str:
+        return " ".join(t for t in (p.as_text().strip() for p in self.content) if t)
+
+    def wire(self, beta: bool = False) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "realtime.item",
+            "type": self.type,
+            "status": self.status,
+            "role": self.role,
+            "content": [p.wire(beta) for p in self.content],
+        }
+
+    def truncate(self, content_index: int, audio_end_ms: int) -> None:
+        if self.role != "assistant":
+            raise RealtimeError(
+                "invalid_value",
+                f"Only assistant messages can be truncated; item {self.id!r} is a {self.role} message.",
+                param="item_id",
+            )
+        if content_index >= len(self.content):
+            raise RealtimeError(
+                "invalid_value",
+                f"Item {self.id!r} has {len(self.content)} content part(s); "
+                f"content_index {content_index} does not exist.",
+                param="content_index",
+            )
+        part = self.content[content_index]
+        if part.type != "output_audio":
+            raise RealtimeError(
+                "invalid_value",
+                f"Content part {content_index} of item {self.id!r} has no audio to truncate.",
+                param="content_index",
+            )
+        # Rounded to whole milliseconds the client sees, so truncating at the reported length is allowed.
+        if audio_end_ms > round(part.audio_ms):
+            raise RealtimeError(
+                "invalid_value",
+                f"audio_end_ms {audio_end_ms} is beyond the audio of item {self.id!r}, which lasts "
+                f"{round(part.audio_ms)} ms.",
+                param="audio_end_ms",
+            )
+        transcript = part.transcript or ""
+        part.transcript = transcript[: heard_offset(transcript, part.spans, audio_end_ms)].rstrip()
+        part.spans = [s for s in part.spans if s.start_ms < audio_end_ms]
+        part.audio_ms = float(audio_end_ms)
+
+
+_ASSISTANT_TYPES = {
+    "text": "output_text",
+    "output_text": "output_text",
+    "audio": "output_audio",
+    "output_audio": "output_audio",
+}
+_ROLE_TYPES = {
+    "user": {"input_text", "input_audio"},
+    "system": {"input_text"},
+    "assistant": set(_ASSISTANT_TYPES),
+}
+
+
+def item_from_param(param: ItemParam, audio_ms: list[float] | None = None) -> Item:
+    """A client-created message item (text, or audio whose transcript the session fills in)."""
+    if param.type != "message":
+        raise RealtimeError(
+            "unsupported_item_type",
+            f"Items of type {param.type!r} are not supported here (no tool calling); send messages.",
+            param="item.type",
+        )
+    if param.role is None:
+        raise RealtimeError(
+            "missing_required_parameter", "Missing required parameter: 'item.role'.", param="item.role"
+        )
+    if not param.content:
+        raise RealtimeError(
+            "invalid_value", "A message needs at least one content part.", param="item.content"
+        )
+    parts: list[ContentPart] = []
+    for i, c in enumerate(param.content):
+        if c.type not in _ROLE_TYPES[param.role]:
+            raise RealtimeError(
+                "invalid_value",
+                f"Content type {c.type!r} is not valid in a {param.role} message (allowed: "
+                f"{', '.join(sorted(_ROLE_TYPES[param.role]))}).",
+                param=f"item.content.{i}.type",
+            )
+        kind = _ASSISTANT_TYPES.get(c.type, c.type) if param.role == "assistant" else c.type
+        if kind.endswith("_text"):
+            if c.text is None:
+                raise RealtimeError(
+                    "missing_required_parameter",
+                    f"Missing required parameter: 'item.content.{i}.text'.",
+                    param=f"item.content.{i}.text",
+                )
+            parts.append(ContentPart(kind, text=c.text))
+        else:
+            ms = audio_ms[i] if audio_ms is not None and i < len(audio_ms) else 0.0
+            parts.append(ContentPart(kind, transcript=c.transcript, audio_ms=ms))
+    item_id = param.id or new_id("item")
+    return Item(item_id, param.role, parts, status="completed")
+
+
+class ItemStore:
+    """Ordered items by id. Bounded: past `max_items` the oldest go first (OpenAI's "truncation: auto")."""
+
+    def __init__(self, max_items: int = 512) -> None:
+        self.max_items = max_items
+        self._items: list[Item] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(list(self._items))
+
+    def __contains__(self, item_id: object) -> bool:
+        return any(i.id == item_id for i in self._items)
+
+    @property
+    def last_id(self) -> str | None:
+        return self._items[-1].id if self._items else None
+
+    def get(self, item_id: str, param: str = "item_id") -> Item:
+        for item in self._items:
+            if item.id == item_id:
+                return item
+        raise RealtimeError("item_not_found", f"Item with item_id {item_id!r} not found.", param=param)
+
+    def add(self, item: Item, previous_item_id: str | None = None) -> str | None:
+        """Insert after `previous_item_id` ("root": first; None: last). Returns the id now before it."""
+        if item.id in self:
+            raise RealtimeError(
+                "duplicate_item_id", f"Item with id {item.id!r} already exists.", param="item.id"
+            )
+        if previous_item_id is None:
+            index = len(self._items)
+        elif previous_item_id == "root":
+            index = 0
+        else:
+            index = self._items.index(self.get(previous_item_id, "previous_item_id")) + 1
+        self._items.insert(index, item)
+        before = self._items[index - 1].id if index > 0 else None
+        while len(self._items) > self.max_items:
+            self._items.pop(0)
+        return before
+
+    def delete(self, item_id: str) -> Item:
+        item = self.get(item_id)
+        self._items.remove(item)
+        return item
+
+    def messages(self, budget_chars: int | None = None) -> list[ChatMessage]:
+        """The history for the engine, newest kept first when over `budget_chars`."""
+        out: list[ChatMessage] = []
+        used = 0
+        for item in reversed(self._items):
+            text = item.text()
+            if not text or item.status == "in_progress":
+                continue
+            if budget_chars is not None and out and used + len(text) > budget_chars:
+                break
+            used += len(text)
+            out.append(ChatMessage(item.role, text))
+        out.reverse()
+        return out
