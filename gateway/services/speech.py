@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -12,6 +13,8 @@ from gateway.errors import APIError
 from gateway.metrics import Metrics
 from gateway.text import NormalizedText, normalize
 from gateway.text.chunks import to_original
+
+_UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class SynthesisResult:
 
 
 def check_text(text: str, max_chars: int) -> str:
+    # NUL and other control characters crash espeak; lone surrogates fail UTF-8 encoding (found by
+    # bench/fuzz_http.py). One space per character keeps every character offset valid.
+    text = _UNSPEAKABLE.sub(" ", text) if text else text
     if not text or not text.strip():
         raise APIError(400, "empty_text", "text must not be empty")
     if len(text) > max_chars:
