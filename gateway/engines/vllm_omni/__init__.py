@@ -46,6 +46,8 @@ def backend_config(settings: Settings, name: str, url: str, model: str, hint: st
 
 
 def build_vllm_omni(settings: Settings) -> Engines:
+    # httpx logs every request at INFO: on the hot path of every sentence that is noise and cost.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         clips = load_voice_clips(settings.tts_voices_dir) if settings.tts_voices_dir else []
     except VoiceConfigError as exc:

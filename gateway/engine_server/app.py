@@ -1,0 +1,149 @@
+"""`voice-gateway engine-server`: the embedded CPU engines behind vLLM-Omni's HTTP API.
+
+(a) the model server of the CPU mode (clusters and laptops without GPUs): point the gateway's
+`OMNI_SERVICE_URL` and `TTS_SERVICE_URL` at it with `VOICE_ENGINE=vllm-omni`; (b) the real backend the
+`vllm-omni` engine's contract tests run against. Shapes follow the fact sheet (docs/vllm-omni.md); where
+this server and vLLM-Omni would differ, vLLM-Omni's shape is the one implemented.
+
+Like vLLM, it loads every model *before* it listens: while loading, connections are refused (fact sheet §6
+"Readiness"); afterwards `/health` is 200 `{"status":"healthy"}`, or 503 `{"status":"unhealthy"}` when a
+model failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from gateway import __version__
+from gateway.engine_server import chat, errors, speech
+from gateway.engine_server.models import EngineSet
+from gateway.engines.vllm_omni.protocol import models_response
+
+log = logging.getLogger(__name__)
+
+_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ServerMetrics:
+    """The vLLM-Omni families the gateway's dashboards read (fact sheet §6), labelled by stage.
+
+    vLLM-Omni labels per-stage series `{model_name, stage}`; here stage is "omni" or "tts".
+    """
+
+    def __init__(self, omni_name: str, tts_name: str) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._names = {"omni": omni_name, "tts": tts_name}
+        self.running_gauge = Gauge(
+            "vllm:omni_num_requests_running", "Requests running", ["stage"], registry=r
+        )
+        self.success = Counter(
+            "vllm:omni_requests_success", "Finished requests", ["stage", "finished_reason"], registry=r
+        )
+        self.e2e = Histogram(
+            "vllm:omni_e2e_request_latency_s", "End-to-end latency", ["stage"], buckets=_BUCKETS, registry=r
+        )
+        self.ttfp = Histogram(
+            "vllm:omni_audio_ttfp_s", "Time to first audio packet", ["stage"], buckets=_BUCKETS, registry=r
+        )
+        self.prompt_tokens = Counter(
+            "vllm:prompt_tokens", "Prompt tokens", ["model_name", "stage"], registry=r
+        )
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Generated tokens", ["model_name", "stage"], registry=r
+        )
+        for stage in ("omni", "tts"):
+            self.running_gauge.labels(stage=stage)
+
+    @contextlib.contextmanager
+    def running(self, stage: str) -> Iterator[None]:
+        gauge = self.running_gauge.labels(stage=stage)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    def finished(self, stage: str, seconds: float, prompt: int = 0, generated: int = 0) -> None:
+        self.success.labels(stage=stage, finished_reason="stop").inc()
+        self.e2e.labels(stage=stage).observe(seconds)
+        if prompt or generated:
+            name = self._names[stage]
+            # stage "0" is the thinker in vLLM-Omni's relabelled series
+            self.prompt_tokens.labels(model_name=name, stage="0").inc(prompt)
+            self.generation_tokens.labels(model_name=name, stage="0").inc(generated)
+
+
+def create_engine_app(engine_set: EngineSet) -> FastAPI:
+    app = FastAPI(title="voice-gateway engine server (vLLM-Omni API on CPU)", version=__version__)
+    app.state.engine_set = engine_set
+    app.state.uploaded_voices = {}
+    app.state.server_metrics = ServerMetrics(engine_set.omni_name, engine_set.tts_name)
+    app.state.started = time.time()
+    errors.install(app)
+    app.include_router(chat.router)
+    app.include_router(speech.router)
+
+    @app.get("/health")
+    async def health() -> Response:
+        if engine_set.failed:
+            return JSONResponse({"status": "unhealthy", "failed": engine_set.failed}, status_code=503)
+        if not engine_set.ready:
+            return JSONResponse({"reason": "No engine initialized"}, status_code=503)
+        return JSONResponse({"status": "healthy"})
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return models_response([engine_set.omni_name, engine_set.tts_name], created=int(app.state.started))
+
+    @app.get("/version")
+    async def version() -> dict[str, str]:
+        return {"version": __version__}
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(
+            generate_latest(request.app.state.server_metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    return app
+
+
+async def serve(engine_set: EngineSet, host: str, port: int, log_level: str) -> None:
+    """Load, then listen (so clients see refused connections while loading, as with vLLM-Omni)."""
+    import uvicorn
+
+    t0 = time.perf_counter()
+    await engine_set.start()
+    log.info("engine-server models loaded in %.1f s", time.perf_counter() - t0)
+    app = create_engine_app(engine_set)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        await engine_set.aclose()
+
+
+def run(settings: Any, host: str, port: int, omni_name: str, tts_name: str) -> None:
+    engine_set = EngineSet(settings, omni_name=omni_name, tts_name=tts_name)
+    asyncio.run(serve(engine_set, host, port, settings.log_level))

@@ -1,0 +1,363 @@
+"""`POST /v1/chat/completions` in Qwen3-Omni's shapes (fact sheet §2), on the embedded CPU engines.
+
+Audio in: base64 WAV content parts (`input_audio`, or `audio_url` with a `data:` URL), transcribed by
+faster-whisper. Text out: the embedded LLM, or the transcript itself when the instruction asks for ASR (§5).
+Audio out: Piper speaks the reply sentence by sentence as the text streams, cut into code2wav-sized windows,
+each sent as a complete base64 WAV (24 kHz PCM16 mono) in its own `modality: "audio"` chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
+from gateway.audio.pcm import wav_bytes
+from gateway.audio.text import split_sentences
+from gateway.engine_server.errors import VllmError
+from gateway.engine_server.models import SAMPLE_RATE, EngineSet
+from gateway.engines.base import ChatMessage, ConversationRequest, SynthesisRequest
+
+router = APIRouter()
+
+OMNI_SPEAKERS = ("aiden", "chelsie", "ethan")  # talker_config.speaker_id (fact sheet §2)
+_ASR_PROMPT = re.compile(r"\b(asr|transcri\w*)\b", re.IGNORECASE)
+# Audio windows like async_chunk's connector: 4 codec frames first, then 25 (a frame is 1920 samples).
+FIRST_WINDOW = 4 * 1920 * 2
+NEXT_WINDOW = 25 * 1920 * 2
+MAX_INPUT_AUDIO_S = 600.0
+
+
+class ChatRequest(BaseModel):
+    """vLLM's `ChatCompletionRequest` subset; the Omni extras are top-level keys (extra fields allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[dict[str, Any]] = Field(..., min_length=1)
+    model: str | None = None
+    modalities: list[str] | None = None
+    speaker: str | None = None
+    voice: str | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+
+
+@dataclass
+class Turn:
+    text: str
+    audio: list[bytes]
+
+
+def _decode_data_url(url: str) -> bytes:
+    head, _, payload = url.partition(",")
+    if not head.startswith("data:") or ";base64" not in head:
+        raise VllmError(400, "this server accepts audio only as base64 data: URLs", "messages")
+    return _b64(payload)
+
+
+def _b64(payload: str) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise VllmError(400, "audio content is not valid base64", "messages") from None
+
+
+def _parse_content(content: Any) -> Turn:
+    if content is None:
+        return Turn("", [])
+    if isinstance(content, str):
+        return Turn(content, [])
+    if not isinstance(content, list):
+        raise VllmError(400, "message content must be a string or a list of parts", "messages")
+    texts: list[str] = []
+    audio: list[bytes] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind == "input_audio":
+            data = (part.get("input_audio") or {}).get("data")
+            if not isinstance(data, str):
+                raise VllmError(400, "input_audio.data must be a base64 string", "messages")
+            audio.append(_b64(data))
+        elif kind == "audio_url":
+            url = (part.get("audio_url") or {}).get("url")
+            if not isinstance(url, str):
+                raise VllmError(400, "audio_url.url must be a string", "messages")
+            audio.append(_decode_data_url(url))
+        else:
+            raise VllmError(400, f"content part type {kind!r} is not supported by this server", "messages")
+    return Turn(" ".join(t for t in texts if t).strip(), audio)
+
+
+async def _transcribe(engines: EngineSet, clips: list[bytes]) -> str:
+    assert engines.asr is not None
+    texts = []
+    for raw in clips:
+        try:
+            decoded = await asyncio.to_thread(decode_audio, raw, engines.asr.sample_rate, MAX_INPUT_AUDIO_S)
+        except (AudioDecodeError, AudioTooLongError) as exc:
+            raise VllmError(400, f"the audio could not be decoded: {exc}", "messages") from None
+        result = await engines.asr.transcribe(decoded.samples, "en")
+        texts.append(result.text)
+    return " ".join(t for t in texts if t).strip()
+
+
+def _chunk(
+    cid: str,
+    created: int,
+    model: str,
+    delta: dict[str, Any],
+    modality: str,
+    finish: str | None = None,
+    usage: dict[str, int] | None = None,
+) -> str:
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+    if modality == "audio":
+        choice["logprobs"] = None
+    event: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "modality": modality,
+    }
+    if usage is not None:
+        event["usage"] = usage
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+class AudioWindows:
+    """Cuts the reply's PCM into windows, each becomes a self-contained WAV file (base64)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._size = FIRST_WINDOW
+
+    def push(self, pcm: bytes) -> list[str]:
+        self._buffer += pcm
+        out = []
+        while len(self._buffer) >= self._size:
+            out.append(self._wav(self._buffer[: self._size]))
+            self._buffer = self._buffer[self._size :]
+            self._size = NEXT_WINDOW
+        return out
+
+    def flush(self) -> list[str]:
+        out = [self._wav(self._buffer)] if self._buffer else []
+        self._buffer = b""
+        return out
+
+    @staticmethod
+    def _wav(pcm: bytes) -> str:
+        return base64.b64encode(wav_bytes(pcm, SAMPLE_RATE)).decode("ascii")
+
+
+class Completion:
+    """One request's prepared inputs; `text_deltas()` and `speak()` produce the outputs."""
+
+    def __init__(self, engines: EngineSet, req: ChatRequest) -> None:
+        self.engines = engines
+        self.req = req
+        modalities = req.modalities or ["text", "audio"]  # omitted = the engine's outputs: text + audio
+        bad = [m for m in modalities if m not in ("text", "audio")]
+        if bad or not modalities:
+            raise VllmError(
+                400, f"unsupported modalities {bad}; this server outputs text and audio", "modalities"
+            )
+        self.want_text = "text" in modalities
+        self.want_audio = "audio" in modalities
+        speaker = (req.speaker or req.voice or "").lower()
+        if speaker and speaker not in OMNI_SPEAKERS:
+            raise VllmError(
+                400, f"Invalid speaker '{speaker}'. Supported: {', '.join(OMNI_SPEAKERS)}", "speaker"
+            )
+        if req.model is not None and req.model != engines.omni_name:
+            raise VllmError(404, f"The model `{req.model}` does not exist.", "model")
+        self.model = engines.omni_name
+        self.max_tokens = req.max_completion_tokens or req.max_tokens or 256
+        self.history: list[ChatMessage] = []
+        self.asr_only = False
+        self.transcript = ""
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    async def prepare(self) -> None:
+        turns: list[tuple[str, Turn]] = []
+        for m in self.req.messages:
+            role = m.get("role")
+            if role not in ("system", "user", "assistant"):
+                raise VllmError(400, f"unsupported message role {role!r}", "messages")
+            turns.append((role, _parse_content(m.get("content"))))
+        last_role, last = turns[-1]
+        if last_role != "user":
+            raise VllmError(400, "the last message must be the user's", "messages")
+        if last.audio:
+            self.transcript = await _transcribe(self.engines, last.audio)
+            self.asr_only = bool(_ASR_PROMPT.search(last.text))
+        for role, turn in turns[:-1]:
+            if turn.text:
+                self.history.append(ChatMessage(role, turn.text))
+        user_text = " ".join(t for t in (self.transcript, "" if self.asr_only else last.text) if t).strip()
+        self.history.append(ChatMessage("user", user_text or "..."))
+        # Approximate prompt size (whitespace words): the CPU LLM does not report its prompt tokens.
+        self.prompt_tokens = sum(len(m.content.split()) for m in self.history)
+
+    async def text_deltas(self) -> AsyncIterator[str]:
+        if self.asr_only:
+            self.completion_tokens = len(self.transcript.split())
+            if self.transcript:
+                yield self.transcript
+            return
+        gen = self.engines.llm.respond(ConversationRequest(history=self.history, max_tokens=self.max_tokens))
+        try:
+            async for event in gen:
+                if event.kind == "text" and event.text:
+                    self.completion_tokens += 1
+                    yield event.text
+        finally:
+            await gen.aclose()
+
+    async def speak(self, text: str) -> bytes:
+        assert self.engines.tts is not None
+        if not text.strip():
+            return b""
+        gen = self.engines.tts.stream(SynthesisRequest(text=text, voice="default", language="en"))
+        try:
+            return b"".join([c.pcm async for c in gen])
+        finally:
+            await gen.aclose()  # type: ignore[attr-defined]
+
+    def usage(self, completion: int | None = None) -> dict[str, int]:
+        done = self.completion_tokens if completion is None else completion
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": done,
+            "total_tokens": self.prompt_tokens + done,
+        }
+
+
+async def _stream(c: Completion, metrics: Any) -> AsyncIterator[str]:
+    cid = f"chatcmpl-{secrets.token_hex(12)}"
+    created = int(time.time())
+    t0 = time.perf_counter()
+    windows = AudioWindows()
+    held: str | None = None  # the last audio chunk is held back: it carries finish_reason
+    pending = ""
+    first_audio = True
+
+    def audio_chunks(pcm: bytes, final: bool = False) -> list[str]:
+        nonlocal held, first_audio
+        out = []
+        for b64 in [*windows.push(pcm), *(windows.flush() if final else [])]:
+            if held is not None:
+                out.append(held)
+            if first_audio:
+                metrics.ttfp.labels(stage="omni").observe(time.perf_counter() - t0)
+                first_audio = False
+            held = _chunk(
+                cid, created, c.model, {"role": "assistant", "content": b64}, "audio", usage=c.usage(0)
+            )
+        return out
+
+    with metrics.running("omni"):
+        if c.want_text:
+            yield _chunk(cid, created, c.model, {"role": "assistant", "content": ""}, "text")
+        async for delta in c.text_deltas():
+            if c.want_text:
+                yield _chunk(cid, created, c.model, {"content": delta}, "text")
+            if c.want_audio:
+                pending += delta
+                spans = split_sentences(pending)
+                if len(spans) >= 2:
+                    done, pending = pending[: spans[-1].start], pending[spans[-1].start :]
+                    for out in audio_chunks(await c.speak(done)):
+                        yield out
+        if c.want_audio:
+            for out in audio_chunks(await c.speak(pending), final=True):
+                yield out
+            if held is not None:
+                yield held.replace('"finish_reason":null', '"finish_reason":"stop"', 1)
+        if not c.want_audio or held is None:
+            yield _chunk(cid, created, c.model, {"content": ""}, "text", finish="stop")
+        if (c.req.stream_options or {}).get("include_usage"):
+            event = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": c.model,
+                "choices": [],
+                "usage": c.usage(),
+            }
+            yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+        yield "data: [DONE]\n\n"
+        metrics.finished("omni", time.perf_counter() - t0, c.prompt_tokens, c.completion_tokens)
+
+
+async def _full(c: Completion, metrics: Any) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    with metrics.running("omni"):
+        text = "".join([d async for d in c.text_deltas()])
+        choices: list[dict[str, Any]] = []
+        if c.want_text:
+            choices.append(
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            )
+        if c.want_audio:
+            pcm = await c.speak(text)
+            audio = {
+                "id": f"audio-{secrets.token_hex(8)}",
+                "data": base64.b64encode(wav_bytes(pcm, SAMPLE_RATE)).decode("ascii"),
+                "expires_at": int(time.time()) + 86400,
+                "transcript": "",
+            }
+            # Both choices carry index 0 (`index: output.index`), as vLLM-Omni's do.
+            choices.append(
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "audio": audio},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            )
+    metrics.finished("omni", time.perf_counter() - t0, c.prompt_tokens, c.completion_tokens)
+    return {
+        "id": f"chatcmpl-{secrets.token_hex(12)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": c.model,
+        "choices": choices,
+        "usage": c.usage(),
+        "metrics": None,
+    }
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request) -> Response:
+    completion = Completion(request.app.state.engine_set, body)
+    await completion.prepare()
+    metrics = request.app.state.server_metrics
+    if body.stream:
+        return StreamingResponse(_stream(completion, metrics), media_type="text/event-stream")
+    return JSONResponse(await _full(completion, metrics))
