@@ -1,0 +1,214 @@
+"""One assistant reply: responder stream -> sentences -> TTS -> paced audio, as three concurrent stages.
+
+    generate:  responder.respond() -> text deltas (emitted) -> SentenceChunker -> sentence queue
+               (or, for a responder that makes audio, its PCM straight to the audio queue)
+    speak:     sentence -> Synthesizer.stream -> audio queue           (text-only responders)
+    play:      audio queue -> Playout (frames, paced)                  -> AudioOut events
+
+The first sentence is spoken while the model is still writing the second. Cancelling `run()` stops all three
+at their next await: the responder's iterator is closed (which stops generation), the TTS stream is closed,
+and no further frame is sent. `spoken_text()` then maps the audio actually sent back onto the reply text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.engines.base import (
+    ConversationRequest,
+    Responder,
+    SynthesisRequest,
+    Synthesizer,
+)
+from gateway.metrics import Metrics
+from gateway.services.speech import stream_speech
+from gateway.sessions.voice.chunker import SentenceChunker, speakable
+from gateway.sessions.voice.events import AudioOut, TextDelta, VoiceEvent
+from gateway.sessions.voice.playout import Playout, Segment
+
+Emit = Callable[[VoiceEvent], Awaitable[None]]
+
+_DONE = object()
+# TTS may run this many sentences ahead of playback: enough to never starve, little to throw away on
+# an interrupt.
+_AUDIO_AHEAD = 2
+
+
+def _cut_words(text: str, fraction: float) -> str:
+    words = text.split()
+    keep = round(len(words) * max(0.0, min(1.0, fraction)))
+    return " ".join(words[:keep])
+
+
+@dataclass
+class ResponseTimings:
+    """Monotonic stamps; None until reached."""
+
+    commit: float
+    asr_s: float | None = None
+    llm_start: float | None = None
+    first_token: float | None = None
+    first_sentence: float | None = None
+    first_tts_s: float | None = None
+    first_audio: float | None = None
+    end: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        def ms(a: float | None, b: float | None) -> float | None:
+            return round((b - a) * 1000, 1) if a is not None and b is not None else None
+
+        return {
+            "asr_ms": round(self.asr_s * 1000, 1) if self.asr_s is not None else None,
+            "llm_first_token_ms": ms(self.llm_start, self.first_token),
+            "llm_first_sentence_ms": ms(self.llm_start, self.first_sentence),
+            "tts_first_chunk_ms": round(self.first_tts_s * 1000, 1) if self.first_tts_s is not None else None,
+            "first_audio_ms": ms(self.commit, self.first_audio),
+            "total_ms": ms(self.commit, self.end),
+        }
+
+
+class ResponseRun:
+    def __init__(
+        self,
+        *,
+        response_id: str,
+        responder: Responder,
+        synthesizer: Synthesizer,
+        request: ConversationRequest,
+        emit: Emit,
+        sample_rate: int,
+        timings: ResponseTimings,
+        lead_ms: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.response_id = response_id
+        self._responder = responder
+        self._synth = synthesizer
+        self._request = request
+        self._emit = emit
+        self._metrics = metrics
+        self.timings = timings
+        self.text = ""  # everything the responder wrote
+        self.completion_tokens = 0
+        self.tokens_per_second: float | None = None
+        self._audio_generated = 0  # samples, for responders that make audio
+        self._responder_audio = bool(getattr(responder, "produces_audio", False))
+        self.playout = Playout(self._send_frame, sample_rate, lead_ms=lead_ms)
+        self._sentences: asyncio.Queue[object] = asyncio.Queue()
+        self._audio: asyncio.Queue[object] = asyncio.Queue(maxsize=_AUDIO_AHEAD)
+        self._segments = 0
+
+    async def _send_frame(self, pcm: bytes, index: int) -> None:
+        await self._emit(AudioOut(self.response_id, pcm, index))
+
+    # -- stages --------------------------------------------------------------------------------
+    async def _generate(self) -> None:
+        chunker = SentenceChunker()
+        t = self.timings
+        t.llm_start = time.monotonic()
+        stream = self._responder.respond(self._request)
+        try:
+            async for event in stream:
+                if event.kind == "text" and event.text:
+                    if t.first_token is None:
+                        t.first_token = time.monotonic()
+                    self.text += event.text
+                    self.completion_tokens += 1  # one delta per token; the usage event corrects it
+                    await self._emit(TextDelta(self.response_id, event.text))
+                    if not self._responder_audio:
+                        for sentence in chunker.feed(event.text):
+                            await self._queue_sentence(sentence)
+                elif event.kind == "audio" and event.pcm:
+                    if t.first_token is None:
+                        t.first_token = time.monotonic()
+                    self._audio_generated += len(event.pcm) // 2
+                    segment = Segment(self._segments, None, len(event.pcm) // 2)
+                    self._segments += 1
+                    await self._audio.put((segment, event.pcm))
+                elif event.kind == "usage":
+                    self.completion_tokens = event.completion_tokens or self.completion_tokens
+                    self.tokens_per_second = event.tokens_per_second
+                    if self._metrics is not None and event.tokens_per_second is not None:
+                        self._metrics.tokens_per_second.labels(engine=self._responder.name).set(
+                            event.tokens_per_second
+                        )
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if not self._responder_audio:
+            for sentence in chunker.flush():
+                await self._queue_sentence(sentence)
+        await self._sentences.put(_DONE)
+
+    async def _queue_sentence(self, sentence: str) -> None:
+        text = speakable(sentence)
+        if not any(ch.isalnum() for ch in text):
+            return
+        if self.timings.first_sentence is None:
+            self.timings.first_sentence = time.monotonic()
+        await self._sentences.put(text)
+
+    async def _speak(self) -> None:
+        if self._responder_audio:
+            await self._sentences.get()  # only the end marker comes this way
+            await self._audio.put(_DONE)
+            return
+        while (sentence := await self._sentences.get()) is not _DONE:
+            assert isinstance(sentence, str)
+            request = SynthesisRequest(
+                text=sentence, voice=self._request.voice, language=self._request.language
+            )
+            chunks = stream_speech(self._synth, request, self._metrics)
+            try:
+                async for chunk in chunks:
+                    if self.timings.first_tts_s is None:
+                        self.timings.first_tts_s = chunk.generation_s
+                    segment = Segment(
+                        self._segments, sentence[chunk.text_start : chunk.text_end], len(chunk.pcm) // 2
+                    )
+                    self._segments += 1
+                    await self._audio.put((segment, chunk.pcm))
+            finally:
+                await chunks.aclose()
+        await self._audio.put(_DONE)
+
+    async def _play(self) -> None:
+        while (item := await self._audio.get()) is not _DONE:
+            segment, pcm = item  # type: ignore[misc]
+            await self.playout.play(segment, pcm)
+            if self.timings.first_audio is None and self.playout.first_frame_at is not None:
+                self.timings.first_audio = self.playout.first_frame_at
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._generate(), name=f"{self.response_id}-generate")
+                group.create_task(self._speak(), name=f"{self.response_id}-speak")
+                group.create_task(self._play(), name=f"{self.response_id}-play")
+        except BaseExceptionGroup as group_error:
+            # One stage failed and the others were cancelled: surface the real cause.
+            raise group_error.exceptions[0] from None
+        finally:
+            self.timings.end = time.monotonic()
+            if self.timings.first_audio is None:
+                self.timings.first_audio = self.playout.first_frame_at
+
+    # -- what the user heard ---------------------------------------------------------------------
+    def spoken_text(self) -> str:
+        """The reply text covered by the audio actually sent, cut at a word boundary."""
+        if self._responder_audio:
+            if self._audio_generated == 0:
+                return ""
+            return _cut_words(self.text, self.playout.sent_samples / self._audio_generated)
+        parts: list[str] = []
+        for seg in self.playout.segments:
+            text = seg.text or ""
+            if seg.sent_samples >= seg.total_samples:
+                parts.append(text)
+                continue
+            if seg.sent_samples > 0:
+                parts.append(_cut_words(text, seg.sent_samples / max(1, seg.total_samples)))
+            break
+        return " ".join(p for p in parts if p)

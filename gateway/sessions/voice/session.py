@@ -1,0 +1,287 @@
+"""The conversation core for one connection: input buffer, server VAD, turns, replies, barge-in, memory.
+
+Protocol-free: an adapter calls `append_audio` / `commit` / `interrupt` / `update` / `clear_audio` and
+receives `events` dataclasses through the `emit` callback; it alone decides names and wire shapes. Everything
+here lives and dies with the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from gateway.audio.pcm import pcm16_to_float
+from gateway.audio.resample import resample
+from gateway.engines.base import ChatMessage, ConversationRequest, SynthesisRequest
+from gateway.engines.registry import Engines
+from gateway.metrics import Metrics
+from gateway.sessions.voice.buffer import InputAudioBuffer
+from gateway.sessions.voice.config import SessionConfig, apply_update
+from gateway.sessions.voice.errors import VoiceError, from_exception
+from gateway.sessions.voice.events import (
+    ErrorEvent,
+    Interrupted,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    Transcript,
+    TurnCommitted,
+    VoiceEvent,
+)
+from gateway.sessions.voice.history import ConversationHistory
+from gateway.sessions.voice.pipeline import ResponseRun, ResponseTimings
+from gateway.sessions.voice.turn import TurnDetector, TurnSignal
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[VoiceEvent], Awaitable[None]]
+
+
+def _to_rate(pcm: bytes, from_rate: int, to_rate: int) -> np.ndarray:
+    return resample(pcm16_to_float(pcm), from_rate, to_rate)
+
+
+class VoiceSession:
+    def __init__(
+        self, engines: Engines, settings: Settings, emit: Emit, metrics: Metrics | None = None
+    ) -> None:
+        self._engines = engines
+        self._emit = emit
+        self._metrics = metrics
+        self.sample_rate = settings.audio_sample_rate
+        self._max_tokens_limit = settings.voice_max_response_tokens
+        self._lead_ms = settings.voice_audio_lead_ms
+        default_tokens = SessionConfig.model_fields["max_response_tokens"].default
+        self.config = SessionConfig(max_response_tokens=min(default_tokens, self._max_tokens_limit))
+        self.buffer = InputAudioBuffer(self.sample_rate, settings.voice_max_input_seconds)
+        self.history = ConversationHistory(settings.voice_history_turns, settings.voice_history_tokens)
+        self.turns = TurnDetector(self.sample_rate, self.config.turn_detection)
+        self._task: asyncio.Task[None] | None = None
+        self._interrupt_reason = "client"
+        self._seq = 0
+        self._speech_seen = False  # server VAD heard speech since the last commit
+        self.closed = False
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def responding(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _send(self, event: VoiceEvent) -> None:
+        if not self.closed:
+            await self._emit(event)
+
+    # -- session -----------------------------------------------------------------------------------
+    def update(self, changes: Any) -> SessionConfig:
+        """Validate and apply a partial config; voice and language are checked against the real engines."""
+        new = apply_update(self.config, changes, self._max_tokens_limit)
+        try:
+            resolved = self._engines.synthesizer.resolve(
+                SynthesisRequest(text=".", voice=new.voice, language=new.language)
+            )
+            check = getattr(self._engines.transcriber, "check_language", None)
+            if check is not None:
+                check(resolved.language)
+        except Exception as exc:
+            err = from_exception(exc)
+            if err is None:
+                raise
+            raise err from None
+        responder = self._engines.responder
+        if responder is not None and resolved.language not in responder.languages():
+            raise VoiceError(
+                "unsupported_language",
+                f"language {new.language!r} is not supported by the conversation model; supported: "
+                + ", ".join(responder.languages()),
+            )
+        new = new.model_copy(update={"voice": resolved.voice, "language": resolved.language})
+        if new.turn_detection != self.config.turn_detection:
+            self.turns.reconfigure(new.turn_detection)
+            if not new.turn_detection.enabled:
+                self.turns.reset()
+        self.config = new
+        return new
+
+    # -- input audio ---------------------------------------------------------------------------------
+    async def append_audio(self, pcm: bytes) -> None:
+        InputAudioBuffer.check_frame(pcm)
+        td = self.config.turn_detection
+        # VAD sees every frame, even one the full buffer drops, so the end of speech is still found.
+        signals = self.turns.feed(pcm16_to_float(pcm)) if td.enabled else []
+        accepted = self.buffer.append(pcm)
+        for signal in signals:
+            if signal.signal is TurnSignal.SPEECH_STARTED:
+                self._speech_seen = True
+                await self._send(SpeechStarted(signal.stream_ms))
+                if td.interrupt_response and self.responding:
+                    await self.interrupt("speech")
+            else:
+                await self._send(SpeechStopped(signal.stream_ms))
+                if len(self.buffer):
+                    await self.commit(auto=True)
+        if td.enabled and not self.turns.in_speech:
+            # Waiting for speech: keep only the padding that precedes it, so silence never fills the buffer.
+            self.buffer.keep_last(max(td.prefix_padding_ms, td.min_speech_ms + 64))
+        if not accepted and not self.buffer.overflowed:
+            self.buffer.overflowed = True
+            raise VoiceError(
+                "input_audio_too_long",
+                f"the input buffer holds at most {self.buffer.max_seconds:g} s of audio; further audio is "
+                "dropped until it is committed or cleared",
+            )
+
+    def clear_audio(self) -> None:
+        self.buffer.clear()
+        self.turns.reset()
+        self._speech_seen = False
+
+    # -- turns ---------------------------------------------------------------------------------------
+    async def commit(self, auto: bool = False) -> None:
+        if not len(self.buffer):
+            raise VoiceError("empty_audio_buffer", "nothing to commit: the input audio buffer is empty")
+        if self.config.turn_detection.enabled and not self._speech_seen:
+            # With server VAD on, the buffer only ever holds pre-speech padding until speech starts.
+            raise VoiceError(
+                "empty_audio_buffer", "nothing to commit: server VAD heard no speech since the last turn"
+            )
+        t0 = time.monotonic()
+        if self.responding:
+            await self.interrupt("commit")
+        audio_ms = self.buffer.duration_ms
+        pcm = self.buffer.take()
+        self.turns.reset()
+        self._speech_seen = False
+        self._seq += 1
+        item_id, response_id = f"item_{self._seq}", f"resp_{self._seq}"
+        await self._send(TurnCommitted(item_id, audio_ms, auto))
+        self._task = asyncio.create_task(self._respond(item_id, response_id, pcm, t0), name=response_id)
+
+    async def interrupt(self, reason: str = "client") -> bool:
+        """Stop the reply now (generation, TTS and audio); False when there is none."""
+        task = self._task
+        if task is None or task.done():
+            return False
+        self._interrupt_reason = reason
+        task.cancel()
+        await asyncio.wait({task})
+        return True
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task})
+        self._task = None
+        self.history.clear()
+        self.buffer.clear()
+
+    # -- one reply -----------------------------------------------------------------------------------
+    def _remember(self, user_text: str | None, assistant_text: str) -> None:
+        if user_text:
+            self.history.add("user", user_text)
+        self.history.add("assistant", assistant_text)
+
+    async def _transcribe(self, item_id: str, samples: np.ndarray, timings: ResponseTimings) -> str:
+        t = time.monotonic()
+        result = await self._engines.transcriber.transcribe(samples, self.config.language)
+        timings.asr_s = time.monotonic() - t
+        await self._send(Transcript(item_id, result.text, result.language, result.duration))
+        return result.text.strip()
+
+    async def _respond(self, item_id: str, response_id: str, pcm: bytes, t0: float) -> None:
+        timings = ResponseTimings(commit=t0)
+        cfg = self.config
+        run: ResponseRun | None = None
+        asr_task: asyncio.Task[str] | None = None
+        user_text: str | None = None
+        try:
+            responder = self._engines.responder
+            if responder is None:
+                raise VoiceError("engine_unavailable", "this engine set has no conversation model")
+            asr_rate = self._engines.transcriber.sample_rate
+            samples = await asyncio.to_thread(_to_rate, pcm, self.sample_rate, asr_rate)
+            prior = self.history.messages(cfg.instructions)
+            if responder.accepts_audio:
+                # The model hears the audio itself; the transcript (for the client and the memory) runs
+                # beside it instead of in front of it.
+                asr_task = asyncio.create_task(self._transcribe(item_id, samples, timings))
+                history, audio = prior, samples
+            else:
+                user_text = await self._transcribe(item_id, samples, timings)
+                if not user_text:
+                    raise VoiceError("no_speech", "no speech was recognised in the committed audio")
+                history, audio = [*prior, ChatMessage("user", user_text)], None
+            request = ConversationRequest(
+                history=history,
+                audio=audio,
+                audio_rate=asr_rate,
+                voice=cfg.voice,
+                language=cfg.language,
+                max_tokens=cfg.max_response_tokens,
+            )
+            run = ResponseRun(
+                response_id=response_id,
+                responder=responder,
+                synthesizer=self._engines.synthesizer,
+                request=request,
+                emit=self._send,
+                sample_rate=self.sample_rate,
+                timings=timings,
+                lead_ms=self._lead_ms,
+                metrics=self._metrics,
+            )
+            await self._send(ResponseStarted(response_id, item_id))
+            await run.run()
+            if asr_task is not None:
+                user_text = await asr_task
+            self._remember(user_text, run.text)
+            if self._metrics is not None and timings.first_audio is not None:
+                self._metrics.audio_generation_latency.labels(
+                    engine=responder.name, kind="first_audio"
+                ).observe(timings.first_audio - t0)
+            await self._send(self._done(run, "completed", run.text))
+        except asyncio.CancelledError:
+            kept = run.spoken_text() if run is not None else ""
+            if asr_task is not None:
+                finished = asr_task.done() and not asr_task.cancelled() and asr_task.exception() is None
+                user_text = asr_task.result() if finished else None
+                asr_task.cancel()
+            if user_text or kept:
+                self._remember(user_text, kept)
+            sent_ms = run.playout.sent_ms if run is not None else 0
+            await self._send(Interrupted(response_id, self._interrupt_reason, sent_ms, kept))
+            if run is not None:
+                await self._send(self._done(run, "interrupted", kept))
+            raise
+        except Exception as exc:
+            err = from_exception(exc)
+            if err is None:
+                log.exception("voice reply %s failed", response_id)
+                err = VoiceError("internal_error", "the reply failed on the server")
+            if asr_task is not None:
+                asr_task.cancel()
+            await self._send(ErrorEvent(err.code, err.message))
+            if run is not None:
+                kept = run.spoken_text()
+                self._remember(user_text, kept)
+                await self._send(self._done(run, "failed", kept))
+
+    def _done(self, run: ResponseRun, status: str, text: str) -> ResponseDone:
+        usage: dict[str, Any] = {"completion_tokens": run.completion_tokens}
+        if run.tokens_per_second is not None:
+            usage["tokens_per_second"] = round(run.tokens_per_second, 1)
+        return ResponseDone(
+            response_id=run.response_id,
+            status=status,
+            text=text,
+            audio_ms=run.playout.sent_ms,
+            timings=run.timings.as_dict(),
+            usage=usage,
+        )
