@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from voice_operator import GROUP, KIND, PLURAL, VERSION
-from voice_operator.kube import Kube, TransientError
+from voice_operator.kube import ApiError, Kube, NamespaceTerminating, TransientError
 from voice_operator.metrics import MANAGED
 from voice_operator.reconcile import ReconcileFailed, Reconciler
 from voice_operator.render import MANAGED_BY
@@ -78,7 +78,9 @@ async def cleanup(**_: Any) -> None:
 async def _run(body: kopf.Body, trigger: str, prune: bool) -> None:
     try:
         phase = await reconciler().reconcile(dict(body), trigger, prune=prune)
-    except (ReconcileFailed, TransientError) as e:
+    except NamespaceTerminating:
+        return  # the namespace is being deleted with everything in it
+    except (ReconcileFailed, TransientError, ApiError) as e:
         # never crash and never give up: kopf retries the handler after the delay
         raise kopf.TemporaryError(str(e), delay=10) from e
     log.debug(
@@ -151,7 +153,9 @@ async def _child_event(event: dict[str, Any], body: kopf.Body, status_only: bool
             return
         else:
             await r.refresh_status(vg)
-    except (ReconcileFailed, TransientError) as e:
+    except NamespaceTerminating:
+        pass  # the namespace is being deleted with everything in it
+    except (ReconcileFailed, TransientError, ApiError) as e:
         log.warning("reacting to %s %s: %s", body.get("kind"), body["metadata"]["name"], e)
 
 

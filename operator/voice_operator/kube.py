@@ -39,6 +39,11 @@ class ApiError(Exception):
         super().__init__(f"{status} {reason}: {message}")
 
 
+class NamespaceTerminating(ApiError):
+    """403 from the NamespaceLifecycle admission plugin: the namespace is going away with everything in it.
+    Not a permission problem, and nothing to retry."""
+
+
 class TransientError(Exception):
     """Retries exhausted on a retryable failure; the caller should try again later."""
 
@@ -106,8 +111,13 @@ class Kube:
                     data=None if body is None else json.dumps(body),
                     headers={"Content-Type": content_type, "Accept": "application/json"},
                 ) as resp:
-                    API_REQUESTS.labels(method.lower(), str(resp.status)).inc()
                     text = await resp.text()
+                    terminating = resp.status == 403 and "because it is being terminated" in text
+                    code = "403-namespace-terminating" if terminating else str(resp.status)
+                    API_REQUESTS.labels(method.lower(), code).inc()
+                    if terminating:
+                        e = _api_error(resp.status, text)
+                        raise NamespaceTerminating(e.status, e.reason, e.message)
                     if resp.status < 300:
                         return json.loads(text) if text else {}
                     if resp.status == 404:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voice_operator.kinds import BY_KIND, CHILD_KINDS, Kind, kind_of
-from voice_operator.kube import ApiError, Kube, TransientError
+from voice_operator.kube import ApiError, Kube, NamespaceTerminating, TransientError
 from voice_operator.metrics import ERRORS, PHASES, RECONCILE_SECONDS, RECONCILES
 from voice_operator.render import MANAGED_BY, child_name, download_job_name, endpoint, render
 from voice_operator.spec import InvalidSpec
@@ -97,6 +97,9 @@ class Reconciler:
         second = [o for o in wanted if o not in first]
         for wave in (first, second):
             results = await asyncio.gather(*(self.kube.apply(o) for o in wave), return_exceptions=True)
+            if any(isinstance(r, NamespaceTerminating) for r in results):
+                log.debug("namespace %s is terminating; nothing to reconcile", meta["namespace"])
+                return self.phases.get(meta["uid"], "")
             for obj, res in zip(wave, results, strict=True):
                 if isinstance(res, BaseException):
                     if not isinstance(res, ApiError | TransientError):
