@@ -9,6 +9,7 @@ import base64
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -131,7 +132,7 @@ class Api:
         self.base, self.token, self.ca = base, token, ca
         self.http = httpx.Client(
             base_url=base,
-            verify=ca,
+            verify=ssl.create_default_context(cafile=ca),
             timeout=30,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
         )
@@ -295,6 +296,9 @@ class ConflictProxy:
         async def shutdown() -> None:
             await self._runner.cleanup()
             await self._session.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -305,8 +309,6 @@ class ConflictProxy:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        import ssl
-
         ctx = ssl.create_default_context(cafile=self.ca)
 
         async def handle(request: web.Request) -> web.StreamResponse:
