@@ -390,7 +390,7 @@ def _time(m: re.Match[str], text: str) -> str:
     if sec and sec != "00":
         spoken += f" and {cardinal(str(int(sec)))} seconds"
     if ampm:
-        spoken += f" {ampm[0].lower()} m"
+        spoken += f" {ampm[0].upper()}M"  # espeak spells "PM" out, and the sentence splitter sees no initial
     if _keeps_sentence_end(m, text):
         spoken += "."
     return spoken
@@ -565,6 +565,11 @@ RULES: tuple[Rule, ...] = (
         "time",
         r"(?<![\w:.])(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?::(?P<s>[0-5]\d))?"
         r"(?:\s?(?P<ampm>[AaPp]\.?[Mm]\.?)(?![A-Za-z]))?(?![\d:])",
+        _time,
+    ),
+    _rule(  # British "3.30pm": a dot is a time separator only with am/pm after it
+        "time_dot",
+        r"(?<![\w:.])(?P<h>1[0-2]|0?[1-9])\.(?P<m>[0-5]\d)(?P<s>)\s?(?P<ampm>[AaPp]\.?[Mm]\.?)(?![A-Za-z])",
         _time,
     ),
     _rule(

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 # Not sounds: word/sentence boundaries, stress, punctuation that espeak passes through.
 _SKIP = frozenset(" ˈˌ^$_,.!?;:—–-'\"()[]…")
+_JOINS = frozenset(" ˈˌ")
 WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
 
@@ -38,12 +39,18 @@ class AlignedWord:
 
 
 def timed_phonemes(alignments: Sequence[tuple[str, int]], offset: int = 0) -> list[TimedPhoneme]:
-    out = []
+    """Sounding phonemes with their sample spans. A word gap (" ") or stress mark carries the transition into
+    the next sound, so its samples extend the phoneme before it; punctuation is a pause and belongs to no
+    word."""
+    out: list[TimedPhoneme] = []
     pos = offset
     for phoneme, samples in alignments:
+        n = int(samples)
         if phoneme not in _SKIP:
-            out.append(TimedPhoneme(phoneme, pos, pos + int(samples)))
-        pos += int(samples)
+            out.append(TimedPhoneme(phoneme, pos, pos + n))
+        elif phoneme in _JOINS and out and out[-1].end == pos:
+            out[-1] = TimedPhoneme(out[-1].phoneme, out[-1].start, pos + n)
+        pos += n
     return out
 
 
