@@ -21,6 +21,7 @@ from gateway.engines.base import (
     Synthesizer,
     Transcription,
     TranscriptSegment,
+    UnknownVoiceError,
     UnsupportedLanguageError,
 )
 from gateway.engines.languages import NAMES, normalize_language
@@ -294,9 +295,14 @@ class VllmOmniResponder:
         if self._tts is None or not text.strip():
             return
         try:
-            synth_request = self._tts.resolve(
-                SynthesisRequest(text=text, voice="default", language=request.language or "en")
-            )
+            try:  # the session's voice is a TTS voice name when it is not an Omni speaker
+                synth_request = self._tts.resolve(
+                    SynthesisRequest(text=text, voice=request.voice, language=request.language or "en")
+                )
+            except UnknownVoiceError:
+                synth_request = self._tts.resolve(
+                    SynthesisRequest(text=text, voice="default", language=request.language or "en")
+                )
         except ValueError as exc:
             raise BackendError(503, "backend_unavailable", "tts", f"cannot speak the reply: {exc}") from None
         gen = self._tts.stream(synth_request)

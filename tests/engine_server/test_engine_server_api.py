@@ -1,0 +1,210 @@
+"""The engine server speaks vLLM-Omni's API (fact sheet shapes), with real audio from the CPU engines."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.audio.pcm import wav_bytes
+from tests.engine_server.conftest import CLIP_TEXT
+from tests.support import ServerProcess, decode_wav, pcm_to_float, speech_ratio, wer
+
+QUESTION = "What is the capital of France?"
+ASR = "Please output the ASR result of the audio."
+
+
+def speech_wav(server: ServerProcess, text: str, **extra: Any) -> bytes:
+    r = httpx.post(server.url + "/v1/audio/speech", json={"input": text, **extra}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def audio_part(wav: bytes, form: str = "input_audio") -> dict[str, Any]:
+    b64 = base64.b64encode(wav).decode()
+    if form == "audio_url":
+        return {"type": "audio_url", "audio_url": {"url": f"data:audio/wav;base64,{b64}"}}
+    return {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}
+
+
+def chat(server: ServerProcess, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)
+
+
+def sse_events(server: ServerProcess, body: dict[str, Any]) -> list[dict[str, Any] | str]:
+    events: list[dict[str, Any] | str] = []
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                payload = line[6:]
+                events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def test_loads_before_listening_then_healthy(engine_server: ServerProcess) -> None:
+    seen = engine_server.load_observations  # type: ignore[attr-defined]
+    assert seen[-1] == '200 {"status":"healthy"}'
+    assert all(s == "refused" for s in seen[:-1])  # no answer at all until every model is loaded
+    models = httpx.get(engine_server.url + "/v1/models").json()
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == ["voice-gateway/omni-cpu", "voice-gateway/tts-cpu"]
+
+
+def test_streamed_chat_has_modalities_per_chunk_wavs_usage_and_done(engine_server: ServerProcess) -> None:
+    question = speech_wav(engine_server, QUESTION)
+    body = {
+        "messages": [{"role": "user", "content": [audio_part(question)]}],
+        "speaker": "ethan",
+        "stream": True,
+        "max_tokens": 40,
+        "stream_options": {"include_usage": True},
+    }
+    events = sse_events(engine_server, body)
+    assert events[-1] == "[DONE]"
+    chunks = [e for e in events[:-1] if isinstance(e, dict) and e["choices"]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    text = [c for c in chunks if c["modality"] == "text"]
+    audio = [c for c in chunks if c["modality"] == "audio"]
+    assert text[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in text).strip()
+    assert len(audio) >= 1 and chunks[-1] is audio[-1]  # audio is the last modality
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks]
+    assert finishes[-1] == "stop" and not any(finishes[:-1])  # only on the last chunk of the last modality
+    pcm = b""
+    for c in audio:
+        assert c["choices"][0]["index"] == 0 and c["choices"][0]["delta"]["role"] == "assistant"
+        assert c["usage"]["completion_tokens"] == 0
+        wav = decode_wav(base64.b64decode(c["choices"][0]["delta"]["content"]))  # each a whole WAV
+        assert (wav.sample_rate, wav.channels, wav.sample_width) == (24000, 1, 2)
+        pcm += (wav.samples * 32768).astype("<i2").tobytes()
+    assert speech_ratio(pcm_to_float(pcm), 24000) > 0.3
+    usage = [e for e in events[:-1] if isinstance(e, dict) and not e["choices"]]
+    assert usage and usage[0]["usage"]["completion_tokens"] > 0
+
+
+def test_full_chat_has_two_choices_with_index_zero(engine_server: ServerProcess) -> None:
+    question = speech_wav(engine_server, QUESTION)
+    body = {"messages": [{"role": "user", "content": [audio_part(question, "audio_url")]}], "max_tokens": 30}
+    r = chat(engine_server, body)
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert reply["object"] == "chat.completion" and "metrics" in reply
+    assert [c["index"] for c in reply["choices"]] == [0, 0]
+    text_choice, audio_choice = reply["choices"]
+    assert text_choice["message"]["content"]
+    audio = audio_choice["message"]["audio"]
+    assert audio["id"].startswith("audio-") and audio["transcript"] == "" and audio["expires_at"] > 0
+    assert decode_wav(base64.b64decode(audio["data"])).sample_rate == 24000
+    body["modalities"] = ["audio"]
+    only_audio = chat(engine_server, body).json()["choices"]
+    assert len(only_audio) == 1 and only_audio[0]["message"]["audio"]["data"]
+
+
+def test_asr_instruction_returns_the_transcript(engine_server: ServerProcess) -> None:
+    clip = speech_wav(engine_server, CLIP_TEXT)
+    body = {
+        "messages": [{"role": "user", "content": [audio_part(clip), {"type": "text", "text": ASR}]}],
+        "modalities": ["text"],
+    }
+    reply = chat(engine_server, body).json()
+    assert len(reply["choices"]) == 1
+    assert wer(CLIP_TEXT, reply["choices"][0]["message"]["content"]) < 0.15
+
+
+def test_chat_validation_like_vllm(engine_server: ServerProcess) -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    r = chat(engine_server, {"messages": msgs, "speaker": "vivian"})
+    assert r.status_code == 400 and "Supported: aiden, chelsie, ethan" in r.json()["error"]["message"]
+    r = chat(engine_server, {"messages": msgs, "model": "gpt-4"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == 404
+    r = chat(engine_server, {"messages": [{"role": "user", "content": [audio_part(b"RIFFjunk")]}]})
+    assert r.status_code == 400
+
+
+def test_streamed_speech_is_raw_pcm_and_refuses_speed(engine_server: ServerProcess) -> None:
+    body = {"input": CLIP_TEXT, "response_format": "pcm", "stream": True, "voice": "joe"}
+    with httpx.stream("POST", engine_server.url + "/v1/audio/speech", json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "audio/pcm"
+        pieces = list(r.iter_raw())
+    pcm = b"".join(pieces)
+    assert len(pcm) % 2 == 0 and speech_ratio(pcm_to_float(pcm), 24000) > 0.3
+    r = httpx.post(engine_server.url + "/v1/audio/speech", json={**body, "speed": 1.5}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "speed"
+    normal = decode_wav(speech_wav(engine_server, CLIP_TEXT))
+    fast = decode_wav(speech_wav(engine_server, CLIP_TEXT, speed=2.0))  # speed works without stream
+    assert 0.35 < fast.duration / normal.duration < 0.65
+    with httpx.stream(
+        "POST", engine_server.url + "/v1/audio/speech", json={**body, "response_format": "wav"}, timeout=60
+    ) as r:
+        head = r.read()[:44]
+    assert head[:4] == b"RIFF" and head[4:8] == b"\xff\xff\xff\xff"  # streamed WAV: unknown sizes
+
+
+def test_cloning_fields_are_validated(engine_server: ServerProcess) -> None:
+    clip = speech_wav(engine_server, CLIP_TEXT)
+    data_url = "data:audio/wav;base64," + base64.b64encode(clip).decode()
+
+    def speech(**fields: Any) -> httpx.Response:
+        return httpx.post(
+            engine_server.url + "/v1/audio/speech", json={"input": "Hello.", **fields}, timeout=60
+        )
+
+    assert speech(task_type="Base", ref_audio=data_url, ref_text=CLIP_TEXT).status_code == 200
+    assert speech(ref_audio=data_url, ref_text=CLIP_TEXT).status_code == 200  # Base is inferred
+    cases = {
+        "ref_audio": speech(task_type="Base", ref_audio=base64.b64encode(clip).decode(), ref_text="x"),
+        "ref_text": speech(task_type="Base", ref_audio=data_url),
+        "language": speech(language="Klingon"),
+        "voice": speech(voice="vivian"),
+    }
+    for param, r in cases.items():
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (param, r.text)
+    short = "data:audio/wav;base64," + base64.b64encode(wav_bytes(bytes(4800), 24000)).decode()
+    r = speech(task_type="Base", ref_audio=short, ref_text="too short")
+    assert r.status_code == 400 and "1-30 s" in r.json()["error"]["message"]
+    assert speech(task_type="Base", ref_audio=data_url, x_vector_only_mode=True).status_code == 200
+    assert speech(ref_text="only for Base", task_type="CustomVoice").status_code == 400
+
+
+def test_voices_upload_list_use_delete(engine_server: ServerProcess) -> None:
+    url = engine_server.url + "/v1/audio/voices"
+    clip = speech_wav(engine_server, CLIP_TEXT)
+    form = {"name": "Tester", "consent": "consent-123", "ref_text": CLIP_TEXT}
+    r = httpx.post(url, data=form, files={"audio_sample": ("t.wav", clip, "audio/wav")})
+    assert r.status_code == 200, r.text
+    again = httpx.post(url, data=form, files={"audio_sample": ("t.wav", clip, "audio/wav")})
+    assert again.status_code == 400 and "already exists" in again.json()["error"]["message"]
+    short = httpx.post(
+        url,
+        data={**form, "name": "short"},
+        files={"audio_sample": ("s.wav", wav_bytes(bytes(4800), 24000), "audio/wav")},
+    )
+    assert short.status_code == 400
+    assert httpx.post(url, data={"name": "x", "consent": "c"}).status_code == 400  # neither sample nor vector
+    listing = httpx.get(url).json()
+    uploaded = {v["name"]: v for v in listing["uploaded_voices"]}
+    assert uploaded["tester"]["ref_text"] == CLIP_TEXT and uploaded["tester"]["embedding_source"] == "audio"
+    use = httpx.post(
+        engine_server.url + "/v1/audio/speech",
+        json={"input": "Hello.", "voice": "tester", "task_type": "Base"},
+        timeout=60,
+    )
+    assert use.status_code == 200
+    assert httpx.delete(url + "/tester").status_code == 200
+    assert httpx.delete(url + "/tester").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/metrics"])
+def test_metrics_in_vllm_names(engine_server: ServerProcess, path: str) -> None:
+    text = httpx.get(engine_server.url + path).text
+    for family in (
+        "vllm:omni_num_requests_running",
+        "vllm:omni_e2e_request_latency_s",
+        "vllm:omni_audio_ttfp_s",
+        "vllm:generation_tokens_total",
+    ):
+        assert family in text, family
