@@ -282,8 +282,7 @@ function connectVoice() {
   ws.onopen = async () => {
     talk.retries = 0;
     const vad = talkMode() === 'vad';
-    ws.send(JSON.stringify({ type: 'session.update', session: { turn_detection: vad ? { type: 'server_vad' } : null },
-      turn_detection: vad ? { type: 'server_vad' } : null }));
+    ws.send(JSON.stringify({ type: 'session.update', session: { turn_detection: vad ? { type: 'server_vad' } : null } }));
     try { await startMic(); } catch { ws.close(); return; }
     talk.sending = vad;
     setTalkState('listening', vad ? 'Listening: just speak.' : 'Hold the button (or Space) while you speak.');

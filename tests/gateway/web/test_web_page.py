@@ -126,3 +126,37 @@ def test_tabs_are_keyboard_operable(browser: WebDriver, gateway: ServerProcess) 
         labelled = browser.find_elements(By.CSS_SELECTOR, f"label[for='{el_id}']") or browser.execute_script(
             "return arguments[0].closest('label') !== null", el)
         assert labelled, el_id
+
+
+def test_talk_panel_with_a_wav_file_as_the_microphone(gateway: ServerProcess, tmp_path: Path) -> None:
+    import io
+    import wave
+
+    question = {"text": "What color is the sky on a clear day?"}
+    speech = httpx.post(gateway.url + "/read", json=question, timeout=60)
+    with wave.open(io.BytesIO(speech.content)) as w:
+        rate, pcm = w.getframerate(), w.readframes(w.getnframes())
+    mic = tmp_path / "mic.wav"
+    with wave.open(str(mic), "wb") as w:  # silence, the question, then silence so server VAD ends the turn
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * (rate // 2) + pcm + b"\0\0" * (rate * 3))
+    driver = chromium(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-audio-capture={mic}"])
+    try:
+        driver.get(gateway.url + "/")
+        driver.find_element(By.ID, "tab-talk").click()
+        driver.find_element(By.ID, "talk-connect").click()
+        wait_for(lambda: int(attr(driver, "#talk-log", "data-transcripts")) >= 1, timeout=90,
+                 what="transcript")
+        first = driver.find_element(By.CSS_SELECTOR, "#talk-log li.user").text.lower()
+        assert "sky" in first and "color" in first
+        wait_for(lambda: int(attr(driver, "#talk-log", "data-audio-bytes")) > 24000, timeout=90,
+                 what="reply audio")
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#talk-log li.bot"), what="reply text")
+        driver.save_screenshot(str(ARTIFACTS / "talk.png"))
+        driver.find_element(By.ID, "talk-hangup").click()
+        assert attr(driver, "#talk-state", "data-state") == "idle"
+    finally:
+        driver.quit()
