@@ -19,6 +19,7 @@ from gateway.gpu import GpuMonitor
 from gateway.metrics import HTTPMetricsMiddleware, Metrics
 from gateway.routers import health, openai_compat, read_stream, speech, transcribe, web
 from gateway.routers import metrics as metrics_router
+from gateway.routers import realtime as realtime_router
 from gateway.routers import voice as voice_router
 from gateway.security import install_inner, install_outer
 from gateway.settings import Settings, get_settings
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
     install_error_handlers(app)
     for module in (health, speech, read_stream, transcribe, openai_compat, metrics_router, web, voice_router):
         app.include_router(module.router)
+    app.include_router(realtime_router.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     install_inner(app, settings)  # API keys, stream limits: innermost, see gateway/security
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)

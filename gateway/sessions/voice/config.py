@@ -25,6 +25,7 @@ class TurnDetection(BaseModel):
     prefix_padding_ms: int = Field(300, ge=0, le=2_000)  # audio kept from before the speech start
     min_speech_ms: int = Field(96, ge=0, le=2_000)  # shorter blips (clicks, coughs) are not speech
     interrupt_response: bool = True  # user speech during the reply interrupts it (barge-in)
+    create_response: bool = True  # False: a VAD commit only transcribes (OpenAI Realtime's flag)
 
 
 class SessionConfig(BaseModel):

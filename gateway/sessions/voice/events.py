@@ -71,6 +71,9 @@ class ResponseDone:
     audio_ms: int
     timings: dict[str, float | None] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
+    # The reply's audio per sentence (text, samples made, samples sent): how an adapter maps audio time to
+    # text later (Realtime's conversation.item.truncate). Not part of the /voice wire.
+    segments: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 from gateway.engines.base import ChatMessage
 
@@ -12,6 +13,17 @@ CHARS_PER_TOKEN = 4
 
 def estimate_tokens(text: str) -> int:
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+class History(Protocol):
+    """What the core needs of a conversation memory. The Realtime adapter supplies its item store here, so
+    items the client creates, deletes or truncates are what the next reply sees."""
+
+    def add(self, role: str, text: str) -> None: ...
+
+    def messages(self, instructions: str) -> list[ChatMessage]: ...
+
+    def clear(self) -> None: ...
 
 
 class ConversationHistory:

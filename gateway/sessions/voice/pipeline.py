@@ -83,8 +83,10 @@ class ResponseRun:
         timings: ResponseTimings,
         lead_ms: int,
         metrics: Metrics | None = None,
+        speak: bool = True,
     ) -> None:
         self.response_id = response_id
+        self.speak = speak  # False: a text-only reply (Realtime output_modalities ["text"]), no audio at all
         self._responder = responder
         self._synth = synthesizer
         self._request = request
@@ -118,10 +120,10 @@ class ResponseRun:
                     self.text += event.text
                     self.completion_tokens += 1  # one delta per token; the usage event corrects it
                     await self._emit(TextDelta(self.response_id, event.text))
-                    if not self._responder_audio:
+                    if not self._responder_audio and self.speak:
                         for sentence in chunker.feed(event.text):
                             await self._queue_sentence(sentence)
-                elif event.kind == "audio" and event.pcm:
+                elif event.kind == "audio" and event.pcm and self.speak:
                     if t.first_token is None:
                         t.first_token = time.monotonic()
                     self._audio_generated += len(event.pcm) // 2
@@ -137,7 +139,7 @@ class ResponseRun:
                         )
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-        if not self._responder_audio:
+        if not self._responder_audio and self.speak:
             for sentence in chunker.flush():
                 await self._queue_sentence(sentence)
         await self._sentences.put(_DONE)
@@ -198,6 +200,8 @@ class ResponseRun:
     # -- what the user heard ---------------------------------------------------------------------
     def spoken_text(self) -> str:
         """The reply text covered by the audio actually sent, cut at a word boundary."""
+        if not self.speak:
+            return self.text  # a text-only reply: every delta was sent
         if self._responder_audio:
             if self._audio_generated == 0:
                 return ""

@@ -76,7 +76,8 @@ def encode(event: VoiceEvent) -> dict[str, Any] | bytes:
             body = {k: v for k, v in asdict(event).items() if k != "text_kept"}
             return {"type": "interrupted", **body, "text": kept}
         case ResponseDone():
-            return {"type": "response.done", **asdict(event)}
+            body = {k: v for k, v in asdict(event).items() if k != "segments"}
+            return {"type": "response.done", **body}
         case ErrorEvent():
             return {"type": "error", **asdict(event)}
     raise TypeError(f"no wire form for {event!r}")

@@ -3,6 +3,10 @@
 Protocol-free: an adapter calls `append_audio` / `commit` / `interrupt` / `update` / `clear_audio` and
 receives `events` dataclasses through the `emit` callback; it alone decides names and wire shapes. Everything
 here lives and dies with the connection.
+
+Hooks for the OpenAI Realtime adapter: `commit(respond=False)` (a turn that is only transcribed),
+`respond()` (a reply to the conversation as it stands, with per-reply instructions, speech on/off and token
+limit), `TurnDetection.create_response`, a pluggable `history`, and `ResponseDone.segments`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from gateway.sessions.voice.events import (
     TurnCommitted,
     VoiceEvent,
 )
-from gateway.sessions.voice.history import ConversationHistory
+from gateway.sessions.voice.history import ConversationHistory, History
 from gateway.sessions.voice.pipeline import ResponseRun, ResponseTimings
 from gateway.sessions.voice.turn import TurnDetector, TurnSignal
 from gateway.settings import Settings
@@ -50,7 +54,12 @@ def _to_rate(pcm: bytes, from_rate: int, to_rate: int) -> np.ndarray:
 
 class VoiceSession:
     def __init__(
-        self, engines: Engines, settings: Settings, emit: Emit, metrics: Metrics | None = None
+        self,
+        engines: Engines,
+        settings: Settings,
+        emit: Emit,
+        metrics: Metrics | None = None,
+        history: History | None = None,
     ) -> None:
         self._engines = engines
         self._emit = emit
@@ -61,7 +70,13 @@ class VoiceSession:
         default_tokens = SessionConfig.model_fields["max_response_tokens"].default
         self.config = SessionConfig(max_response_tokens=min(default_tokens, self._max_tokens_limit))
         self.buffer = InputAudioBuffer(self.sample_rate, settings.voice_max_input_seconds)
-        self.history = ConversationHistory(settings.voice_history_turns, settings.voice_history_tokens)
+        self.history: History = (
+            history
+            if history is not None
+            else ConversationHistory(settings.voice_history_turns, settings.voice_history_tokens)
+        )
+        self.speak = True  # replies are spoken; False: text only (for replies that VAD commits start)
+        self._transcriptions: set[asyncio.Task[None]] = set()  # turns committed without a reply
         self.turns = TurnDetector(self.sample_rate, self.config.turn_detection)
         self._task: asyncio.Task[None] | None = None
         self._interrupt_reason = "client"
@@ -125,7 +140,7 @@ class VoiceSession:
             else:
                 await self._send(SpeechStopped(signal.stream_ms))
                 if len(self.buffer):
-                    await self.commit(auto=True)
+                    await self.commit(auto=True, respond=td.create_response)
         if td.enabled and not self.turns.in_speech:
             # Waiting for speech: keep only the padding that precedes it, so silence never fills the buffer.
             self.buffer.keep_last(max(td.prefix_padding_ms, td.min_speech_ms + 64))
@@ -143,7 +158,9 @@ class VoiceSession:
         self._speech_seen = False
 
     # -- turns ---------------------------------------------------------------------------------------
-    async def commit(self, auto: bool = False) -> None:
+    async def commit(self, auto: bool = False, respond: bool = True) -> None:
+        """End the user's turn. `respond=False` only transcribes it (into the history) and leaves the reply
+        to a later `respond()`, as the Realtime API's manual commit does."""
         if not len(self.buffer):
             raise VoiceError("empty_audio_buffer", "nothing to commit: the input audio buffer is empty")
         if self.config.turn_detection.enabled and not self._speech_seen:
@@ -152,7 +169,7 @@ class VoiceSession:
                 "empty_audio_buffer", "nothing to commit: server VAD heard no speech since the last turn"
             )
         t0 = time.monotonic()
-        if self.responding:
+        if respond and self.responding:
             await self.interrupt("commit")
         audio_ms = self.buffer.duration_ms
         pcm = self.buffer.take()
@@ -161,7 +178,38 @@ class VoiceSession:
         self._seq += 1
         item_id, response_id = f"item_{self._seq}", f"resp_{self._seq}"
         await self._send(TurnCommitted(item_id, audio_ms, auto))
+        if not respond:
+            task = asyncio.create_task(self._transcribe_turn(item_id, pcm), name=item_id)
+            self._transcriptions.add(task)
+            task.add_done_callback(self._transcriptions.discard)
+            return
         self._task = asyncio.create_task(self._respond(item_id, response_id, pcm, t0), name=response_id)
+
+    async def respond(
+        self, instructions: str | None = None, speak: bool | None = None, max_tokens: int | None = None
+    ) -> str:
+        """Reply to the conversation as it stands (no new audio); returns the response id."""
+        if self.responding:
+            raise VoiceError("response_in_progress", "a reply is already in progress; interrupt it first")
+        self._seq += 1
+        response_id = f"resp_{self._seq}"
+        reply = self._respond("", response_id, None, time.monotonic(), instructions, speak, max_tokens)
+        self._task = asyncio.create_task(reply, name=response_id)
+        return response_id
+
+    async def _transcribe_turn(self, item_id: str, pcm: bytes) -> None:
+        try:
+            asr_rate = self._engines.transcriber.sample_rate
+            samples = await asyncio.to_thread(_to_rate, pcm, self.sample_rate, asr_rate)
+            text = await self._transcribe(item_id, samples, ResponseTimings(commit=time.monotonic()))
+            if text:
+                self.history.add("user", text)
+        except Exception as exc:
+            err = from_exception(exc)
+            if err is None:
+                log.exception("transcription of %s failed", item_id)
+                err = VoiceError("internal_error", "the transcription failed on the server")
+            await self._send(ErrorEvent(err.code, err.message))
 
     async def interrupt(self, reason: str = "client") -> bool:
         """Stop the reply now (generation, TTS and audio); False when there is none."""
@@ -175,6 +223,8 @@ class VoiceSession:
 
     async def close(self) -> None:
         self.closed = True
+        for pending in list(self._transcriptions):
+            pending.cancel()
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.wait({self._task})
@@ -195,7 +245,16 @@ class VoiceSession:
         await self._send(Transcript(item_id, result.text, result.language, result.duration))
         return result.text.strip()
 
-    async def _respond(self, item_id: str, response_id: str, pcm: bytes, t0: float) -> None:
+    async def _respond(
+        self,
+        item_id: str,
+        response_id: str,
+        pcm: bytes | None,
+        t0: float,
+        instructions: str | None = None,
+        speak: bool | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
         timings = ResponseTimings(commit=t0)
         cfg = self.config
         run: ResponseRun | None = None
@@ -206,14 +265,21 @@ class VoiceSession:
             if responder is None:
                 raise VoiceError("engine_unavailable", "this engine set has no conversation model")
             asr_rate = self._engines.transcriber.sample_rate
-            samples = await asyncio.to_thread(_to_rate, pcm, self.sample_rate, asr_rate)
-            prior = self.history.messages(cfg.instructions)
-            if responder.accepts_audio:
+            prior = self.history.messages(instructions or cfg.instructions)
+            if pcm is None:
+                # A reply to the history as it stands: turns still being transcribed belong to it.
+                if self._transcriptions:
+                    await asyncio.wait(set(self._transcriptions))
+                    prior = self.history.messages(instructions or cfg.instructions)
+                history, audio = prior, None
+            elif responder.accepts_audio:
                 # The model hears the audio itself; the transcript (for the client and the memory) runs
                 # beside it instead of in front of it.
+                samples = await asyncio.to_thread(_to_rate, pcm, self.sample_rate, asr_rate)
                 asr_task = asyncio.create_task(self._transcribe(item_id, samples, timings))
                 history, audio = prior, samples
             else:
+                samples = await asyncio.to_thread(_to_rate, pcm, self.sample_rate, asr_rate)
                 user_text = await self._transcribe(item_id, samples, timings)
                 if not user_text:
                     raise VoiceError("no_speech", "no speech was recognised in the committed audio")
@@ -224,7 +290,7 @@ class VoiceSession:
                 audio_rate=asr_rate,
                 voice=cfg.voice,
                 language=cfg.language,
-                max_tokens=cfg.max_response_tokens,
+                max_tokens=max_tokens or cfg.max_response_tokens,
             )
             run = ResponseRun(
                 response_id=response_id,
@@ -236,6 +302,7 @@ class VoiceSession:
                 timings=timings,
                 lead_ms=self._lead_ms,
                 metrics=self._metrics,
+                speak=self.speak if speak is None else speak,
             )
             await self._send(ResponseStarted(response_id, item_id))
             await run.run()
@@ -284,4 +351,5 @@ class VoiceSession:
             audio_ms=run.playout.sent_ms,
             timings=run.timings.as_dict(),
             usage=usage,
+            segments=tuple(run.playout.segments),
         )

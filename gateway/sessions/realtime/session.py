@@ -1,0 +1,650 @@
+"""One `/v1/realtime` connection: the OpenAI Realtime protocol over the `/voice` conversation core.
+
+The core (`VoiceSession`) owns input audio, server VAD, turns, transcription, the reply pipeline and
+barge-in. This adapter owns what only the Realtime protocol has: ids and items the client can address,
+`response.create` on demand, truncation of what was not heard, the transcription-only session, and the
+event names. History flows one way: the item store is the conversation, and the core reads it through
+`ItemHistory` when it builds a prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.audio.pcm import pcm16_to_float
+from gateway.audio.resample import resample
+from gateway.engines.base import ChatMessage
+from gateway.engines.registry import Engines
+from gateway.metrics import Metrics
+from gateway.sessions.realtime import protocol as p
+from gateway.sessions.realtime.audio import (
+    AudioPayloadError,
+    InputDecoder,
+    OutputEncoder,
+    decode_base64,
+    encode_base64,
+)
+from gateway.sessions.realtime.captions import LiveCaptions
+from gateway.sessions.realtime.config import (
+    RealtimeConfig,
+    apply_session_update,
+    initial_config,
+    render_session,
+)
+from gateway.sessions.realtime.items import ContentPart, Item, ItemStore, SpokenSpan, item_from_param, new_id
+from gateway.sessions.realtime.protocol import RealtimeError
+from gateway.sessions.realtime.wire import Wire
+from gateway.sessions.voice.errors import VoiceError, from_exception
+from gateway.sessions.voice.events import (
+    AudioOut,
+    ErrorEvent,
+    Interrupted,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TextDelta,
+    Transcript,
+    TurnCommitted,
+    VoiceEvent,
+)
+from gateway.sessions.voice.history import CHARS_PER_TOKEN
+from gateway.sessions.voice.session import VoiceSession
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GAUGE_KIND = "realtime"
+MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer is refused rather than sent to the ASR
+CLOSE_INTERNAL_ERROR = 1011
+
+# Core error codes -> the code OpenAI uses for the same condition.
+_CODES = {
+    "empty_audio_buffer": "input_audio_buffer_commit_empty",
+    "no_active_response": "response_cancel_not_active",
+    "response_in_progress": "conversation_already_has_active_response",
+}
+
+
+class Transport(Protocol):
+    async def send_json(self, data: Any) -> None: ...
+
+    async def receive(self) -> Any: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class ItemHistory:
+    """The core's view of the conversation: the item store, in order, within the history budget.
+
+    `add` does nothing: the adapter records every item from the core's events (with its id), so the
+    conversation has one source the client can edit with create / delete / truncate."""
+
+    def __init__(self, items: ItemStore, max_tokens: int) -> None:
+        self.items = items
+        self.budget_chars = max_tokens * CHARS_PER_TOKEN if max_tokens > 0 else None
+
+    def messages(self, instructions: str) -> list[ChatMessage]:
+        return [ChatMessage("system", instructions), *self.items.messages(self.budget_chars)]
+
+    def add(self, role: str, text: str) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class _Response:
+    id: str
+    core_id: str
+    item: Item
+    modalities: tuple[str, ...]
+    cancel_reason: str | None = None
+    transcript: str = ""  # streamed so far (text deltas)
+    wire_bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def audio(self) -> bool:
+        return "audio" in self.modalities
+
+
+class RealtimeConnection:
+    def __init__(
+        self,
+        ws: Transport,
+        engines: Engines,
+        settings: Settings,
+        metrics: Metrics | None,
+        *,
+        beta: bool = False,
+        intent: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        self.ws = ws
+        self.engines = engines
+        self.settings = settings
+        self.metrics = metrics
+        self.session_id = new_id("sess")
+        self.config: RealtimeConfig = initial_config(intent, model)
+        self.wire = Wire(beta, transcription=self.config.type == "transcription")
+        self.items = ItemStore()
+        self.rate = settings.audio_sample_rate
+        self.core = VoiceSession(
+            engines,
+            settings,
+            self._on_core_event,
+            metrics,
+            history=ItemHistory(self.items, settings.voice_history_tokens),
+        )
+        self._decoder = InputDecoder(self.config.input_format, self.rate)
+        self._encoder = OutputEncoder(self.config.output_format, self.rate)
+        self._lock = asyncio.Lock()  # one writer: events stay whole and ordered
+        self._gone = False
+        self._pending_item_id: str | None = None  # the id speech_started announced for the next commit
+        self._user_items: dict[str, str] = {}  # core item id -> realtime item id
+        self._response: _Response | None = None
+        self._requested: tuple[str, ...] | None = None  # modalities asked by the pending response.create
+        self._captions = (
+            LiveCaptions(engines.transcriber, self.rate) if self.config.type == "transcription" else None
+        )
+        self._handlers = {
+            "session.update": self._on_session_update,
+            "transcription_session.update": self._on_session_update,
+            "input_audio_buffer.append": self._on_append,
+            "input_audio_buffer.commit": self._on_commit,
+            "input_audio_buffer.clear": self._on_clear,
+            "conversation.item.create": self._on_item_create,
+            "conversation.item.retrieve": self._on_item_retrieve,
+            "conversation.item.delete": self._on_item_delete,
+            "conversation.item.truncate": self._on_item_truncate,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+            "output_audio_buffer.clear": self._on_output_clear,
+        }
+
+    # -- output ----------------------------------------------------------------------------------------
+    async def _write(self, message: dict[str, Any] | None) -> None:
+        if message is None or self._gone:
+            return
+        try:
+            async with self._lock:
+                await self.ws.send_json(message)
+        except Exception:  # the client is gone; the receive loop sees the disconnect and cleans up
+            self._gone = True
+
+    async def send(self, ga_name: str, **fields: Any) -> None:
+        await self._write(self.wire.event(ga_name, **fields))
+
+    async def error(self, err: RealtimeError) -> None:
+        await self._write(Wire.error(err))
+
+    def _session(self) -> dict[str, Any]:
+        return render_session(self.config, self.session_id, beta=self.wire.beta)
+
+    # -- configuration -----------------------------------------------------------------------------------
+    def _core_changes(self, cfg: RealtimeConfig) -> dict[str, Any]:
+        td = cfg.turn_detection
+        transcribing = cfg.type == "transcription"
+        changes: dict[str, Any] = {
+            "voice": cfg.engine_voice,
+            "max_response_tokens": (
+                self.settings.voice_max_response_tokens
+                if cfg.max_output_tokens == "inf"
+                else min(int(cfg.max_output_tokens), self.settings.voice_max_response_tokens)
+            ),
+        }
+        if cfg.instructions:
+            changes["instructions"] = cfg.instructions
+        if cfg.transcription is not None and cfg.transcription.language:
+            changes["language"] = cfg.transcription.language
+        if td is None:
+            changes["turn_detection"] = None
+        else:
+            changes["turn_detection"] = {
+                "type": "server_vad",
+                "threshold": td.threshold,
+                "prefix_padding_ms": td.prefix_padding_ms,
+                "silence_duration_ms": td.effective_silence_ms,
+                "interrupt_response": td.interrupt_response and not transcribing,
+                "create_response": td.create_response and not transcribing,
+            }
+        return changes
+
+    def _apply(self, cfg: RealtimeConfig) -> None:
+        try:
+            self.core.update(self._core_changes(cfg))
+        except VoiceError as exc:
+            raise RealtimeError(_CODES.get(exc.code, exc.code), exc.message, param="session") from None
+        if cfg.input_format != self.config.input_format:
+            self._decoder = InputDecoder(cfg.input_format, self.rate)
+        if cfg.output_format != self.config.output_format:
+            self._encoder = OutputEncoder(cfg.output_format, self.rate)
+        self.core.speak = "audio" in cfg.output_modalities  # for replies server VAD starts
+        self.config = cfg
+
+    # -- client events -----------------------------------------------------------------------------------
+    async def handle_text(self, raw: str | bytes) -> None:
+        event_id: str | None = None
+        try:
+            event = p.parse_client_event(raw)
+            event_id = event.event_id
+            await self._handlers[event.type](event)  # type: ignore[arg-type]
+        except RealtimeError as err:
+            err.event_id = err.event_id or event_id
+            await self.error(err)
+        except Exception as exc:
+            voice = from_exception(exc)
+            if voice is None:
+                log.exception("realtime event failed")
+                err = RealtimeError("internal_error", "The event failed on the server.", type="server_error")
+            else:
+                err = RealtimeError(_CODES.get(voice.code, voice.code), voice.message)
+            err.event_id = event_id
+            await self.error(err)
+
+    async def _on_session_update(self, event: p.SessionUpdate | p.TranscriptionSessionUpdate) -> None:
+        beta_transcription = event.type == "transcription_session.update"
+        new = apply_session_update(self.config, event.session, transcription_event=beta_transcription)
+        self._apply(new)
+        await self.send("session.updated", session=self._session())
+
+    async def _on_append(self, event: p.InputAudioBufferAppend) -> None:
+        try:
+            pcm = self._decoder.decode(decode_base64(event.audio))
+        except AudioPayloadError as exc:
+            raise RealtimeError("invalid_value", str(exc), param="audio") from None
+        if self._captions is not None:
+            self._captions.append(pcm)
+        try:
+            await self.core.append_audio(pcm)
+        finally:
+            if self._captions is not None and self._captions.due(self.core.turns.in_speech):
+                self._captions.start(self._caption_delta)
+
+    async def _on_commit(self, event: p.InputAudioBufferCommit) -> None:
+        ms = self.core.buffer.duration_ms
+        if ms < MIN_COMMIT_MS:
+            raise RealtimeError(
+                "input_audio_buffer_commit_empty",
+                f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms "
+                f"of audio, but buffer only has {ms}ms of audio.",
+            )
+        # A manual commit only adds the user item; the client asks for the answer with response.create.
+        await self.core.commit(respond=False)
+
+    async def _on_clear(self, event: p.InputAudioBufferClear) -> None:
+        self.core.clear_audio()
+        self._pending_item_id = None
+        if self._captions is not None:
+            self._captions.reset()
+        await self.send("input_audio_buffer.cleared")
+
+    async def _on_item_create(self, event: p.ConversationItemCreate) -> None:
+        durations: list[float] = []
+        transcripts: dict[int, str] = {}
+        for i, content in enumerate(event.item.content):
+            ms = 0.0
+            if content.type == "input_audio" and content.audio:
+                try:
+                    pcm = InputDecoder(self.config.input_format, self.rate).decode(
+                        decode_base64(content.audio)
+                    )
+                except AudioPayloadError as exc:
+                    raise RealtimeError("invalid_value", str(exc), param=f"item.content.{i}.audio") from None
+                ms = len(pcm) / 2 * 1000 / self.rate
+                if content.transcript is None and pcm:
+                    transcripts[i] = await self._transcribe(pcm)
+            durations.append(ms)
+        item = item_from_param(event.item, durations)
+        for i, text in transcripts.items():
+            item.content[i].transcript = text
+        previous = self.items.add(item, event.previous_item_id)
+        await self._announce_item(item, previous)
+
+    async def _transcribe(self, pcm: bytes) -> str:
+        asr = self.engines.transcriber
+        samples = await asyncio.to_thread(resample, pcm16_to_float(pcm), self.rate, asr.sample_rate)
+        language = self.config.transcription.language if self.config.transcription else None
+        return (await asr.transcribe(samples, language or self.core.config.language)).text.strip()
+
+    async def _announce_item(self, item: Item, previous: str | None) -> None:
+        await self.send("conversation.item.added", previous_item_id=previous, item=item.wire(self.wire.beta))
+        await self.send("conversation.item.done", previous_item_id=previous, item=item.wire(self.wire.beta))
+
+    async def _on_item_retrieve(self, event: p.ConversationItemRetrieve) -> None:
+        item = self.items.get(event.item_id)
+        await self.send("conversation.item.retrieved", item=item.wire(self.wire.beta))
+
+    def _check_not_active(self, item_id: str, action: str) -> None:
+        if self._response is not None and self._response.item.id == item_id:
+            raise RealtimeError(
+                "item_in_progress",
+                f"Item {item_id!r} belongs to the response in progress; send response.cancel before you "
+                f"{action} it.",
+                param="item_id",
+            )
+
+    async def _on_item_delete(self, event: p.ConversationItemDelete) -> None:
+        self._check_not_active(event.item_id, "delete")
+        self.items.delete(event.item_id)
+        await self.send("conversation.item.deleted", item_id=event.item_id)
+
+    async def _on_item_truncate(self, event: p.ConversationItemTruncate) -> None:
+        self._check_not_active(event.item_id, "truncate")
+        self.items.get(event.item_id).truncate(event.content_index, event.audio_end_ms)
+        await self.send(
+            "conversation.item.truncated",
+            item_id=event.item_id,
+            content_index=event.content_index,
+            audio_end_ms=event.audio_end_ms,
+        )
+
+    async def _on_response_create(self, event: p.ResponseCreate) -> None:
+        if self.config.type == "transcription":
+            raise RealtimeError(
+                "invalid_request", "A transcription session makes no responses.", param="type"
+            )
+        params = event.response or p.ResponseParams()
+        if params.input is not None or params.conversation not in (None, "auto"):
+            raise RealtimeError(
+                "unsupported_parameter",
+                "Out-of-band responses (conversation 'none', custom input) are not supported; the response "
+                "always answers the session's conversation.",
+                param="response.conversation"
+                if params.conversation not in (None, "auto")
+                else "response.input",
+            )
+        asked = params.output_modalities or params.modalities
+        modalities = (
+            (("audio",) if "audio" in asked else ("text",)) if asked else self.config.output_modalities
+        )
+        limit = params.max_output_tokens or params.max_response_output_tokens
+        max_tokens = None
+        if isinstance(limit, int):
+            max_tokens = min(limit, self.settings.voice_max_response_tokens)
+        self._requested = modalities
+        try:
+            await self.core.respond(
+                instructions=params.instructions, speak="audio" in modalities, max_tokens=max_tokens
+            )
+        except BaseException:
+            self._requested = None
+            raise
+
+    async def _on_response_cancel(self, event: p.ResponseCancel) -> None:
+        current = self._response
+        if event.response_id is not None and (current is None or current.id != event.response_id):
+            raise RealtimeError(
+                "response_cancel_not_active",
+                f"Cancellation failed: response {event.response_id!r} is not in progress.",
+                param="response_id",
+            )
+        if current is not None:
+            current.cancel_reason = "client_cancelled"
+        if not await self.core.interrupt("client"):
+            raise RealtimeError(
+                "response_cancel_not_active", "Cancellation failed: no active response found."
+            )
+
+    async def _on_output_clear(self, event: p.OutputAudioBufferClear) -> None:
+        raise RealtimeError(
+            "unsupported_event",
+            "output_audio_buffer.clear applies to WebRTC and SIP only; over WebSocket stop playback, then "
+            "send response.cancel and conversation.item.truncate.",
+            param="type",
+        )
+
+    # -- core events -------------------------------------------------------------------------------------
+    async def _on_core_event(self, event: VoiceEvent) -> None:
+        match event:
+            case AudioOut():
+                await self._audio_out(event)
+            case TextDelta():
+                await self._text_delta(event)
+            case SpeechStarted(audio_start_ms=start):
+                self._pending_item_id = self._pending_item_id or new_id("item")
+                if self._captions is not None:
+                    self._captions.speech_started(start)
+                await self.send(
+                    "input_audio_buffer.speech_started", audio_start_ms=start, item_id=self._pending_item_id
+                )
+            case SpeechStopped(audio_end_ms=end):
+                self._pending_item_id = self._pending_item_id or new_id("item")
+                await self.send(
+                    "input_audio_buffer.speech_stopped", audio_end_ms=end, item_id=self._pending_item_id
+                )
+            case TurnCommitted():
+                await self._committed(event)
+            case Transcript():
+                await self._transcript(event)
+            case ResponseStarted():
+                await self._response_started(event)
+            case Interrupted(response_id=rid, reason=reason):
+                current = self._response
+                if current is not None and current.core_id == rid and current.cancel_reason is None:
+                    current.cancel_reason = "client_cancelled" if reason == "client" else "turn_detected"
+            case ResponseDone():
+                await self._response_done(event)
+            case ErrorEvent(code=code, message=message):
+                kind = "server_error" if code == "internal_error" else "invalid_request_error"
+                await self.error(RealtimeError(_CODES.get(code, code), message, type=kind))
+
+    async def _committed(self, event: TurnCommitted) -> None:
+        item_id = self._pending_item_id or new_id("item")
+        self._pending_item_id = None
+        self._user_items[event.item_id] = item_id
+        item = Item(item_id, "user", [ContentPart("input_audio", transcript=None, audio_ms=event.audio_ms)])
+        previous = self.items.add(item)
+        await self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        await self._announce_item(item, previous)
+
+    async def _transcript(self, event: Transcript) -> None:
+        item_id = self._user_items.pop(event.item_id, None)
+        if item_id is None:
+            return
+        text = event.text.strip()
+        with contextlib.suppress(RealtimeError):  # the client may have deleted the item meanwhile
+            self.items.get(item_id).content[0].transcript = text
+        if self.config.transcription is None:
+            return
+        rest = self._captions.finish(text) if self._captions is not None else text
+        if rest and self.config.type == "transcription":
+            await self.send(
+                "conversation.item.input_audio_transcription.delta",
+                item_id=item_id,
+                content_index=0,
+                delta=rest,
+            )
+        await self.send(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item_id,
+            content_index=0,
+            transcript=text,
+            usage={"type": "duration", "seconds": round(event.duration_s, 3)},
+        )
+
+    async def _caption_delta(self, delta: str) -> None:
+        item_id = self._pending_item_id or new_id("item")
+        self._pending_item_id = item_id
+        await self.send(
+            "conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=delta
+        )
+
+    def _response_object(self, r: _Response, status: str, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": r.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": None,
+            "output": [r.item.wire(self.wire.beta)] if status != "in_progress" else [],
+            "conversation_id": "conv_" + self.session_id.removeprefix("sess_"),
+            "metadata": None,
+            "usage": None,
+        }
+        if self.wire.beta:
+            body["modalities"] = ["text", "audio"] if r.audio else ["text"]
+        else:
+            body["output_modalities"] = list(r.modalities)
+            body["audio"] = {"output": {"format": self.config.output_format.ga(), "voice": self.config.voice}}
+        return body | extra
+
+    async def _response_started(self, event: ResponseStarted) -> None:
+        modalities, self._requested = self._requested or self.config.output_modalities, None
+        part = "output_audio" if "audio" in modalities else "output_text"
+        item = Item(new_id("item"), "assistant", [], status="in_progress")
+        r = _Response(new_id("resp"), event.response_id, item, modalities)
+        self._response = r
+        await self.send("response.created", response=self._response_object(r, "in_progress"))
+        previous = self.items.add(item)
+        await self.send(
+            "response.output_item.added", response_id=r.id, output_index=0, item=item.wire(self.wire.beta)
+        )
+        await self.send("conversation.item.added", previous_item_id=previous, item=item.wire(self.wire.beta))
+        item.content.append(ContentPart(part, text="" if part == "output_text" else None, transcript=""))
+        await self.send(
+            "response.content_part.added",
+            response_id=r.id,
+            item_id=item.id,
+            output_index=0,
+            content_index=0,
+            part=item.content[0].wire(self.wire.beta),
+        )
+
+    def _ids(self, r: _Response) -> dict[str, Any]:
+        return {"response_id": r.id, "item_id": r.item.id, "output_index": 0, "content_index": 0}
+
+    async def _text_delta(self, event: TextDelta) -> None:
+        r = self._response
+        if r is None or r.core_id != event.response_id:
+            return
+        r.transcript += event.text
+        name = "response.output_audio_transcript.delta" if r.audio else "response.output_text.delta"
+        await self.send(name, **self._ids(r), delta=event.text)
+
+    async def _audio_out(self, event: AudioOut) -> None:
+        r = self._response
+        if r is None or r.core_id != event.response_id:
+            return
+        data = self._encoder.encode(event.pcm)
+        r.wire_bytes += len(data)
+        await self.send("response.output_audio.delta", **self._ids(r), delta=encode_base64(data))
+
+    async def _response_done(self, event: ResponseDone) -> None:
+        r = self._response
+        if r is None or r.core_id != event.response_id:
+            return
+        self._response = None
+        part = r.item.content[0]
+        status = {"completed": "completed", "interrupted": "cancelled"}.get(event.status, "failed")
+        r.item.status = "completed" if status == "completed" else "incomplete"
+        ids = self._ids(r)
+        if r.audio:
+            part.transcript, part.spans = self._spoken(event)
+            part.audio_ms = float(event.audio_ms)
+            await self.send("response.output_audio.done", **ids)
+            await self.send("response.output_audio_transcript.done", **ids, transcript=part.transcript)
+        else:
+            part.text = event.text.strip()
+            await self.send("response.output_text.done", **ids, text=part.text)
+        await self.send("response.content_part.done", **ids, part=part.wire(self.wire.beta))
+        item = r.item.wire(self.wire.beta)
+        await self.send("response.output_item.done", response_id=r.id, output_index=0, item=item)
+        await self.send("conversation.item.done", item=item)
+        details: dict[str, Any] | None = None
+        if status == "cancelled":
+            details = {"type": "cancelled", "reason": r.cancel_reason or "client_cancelled"}
+        elif status == "failed":
+            details = {"type": "failed", "error": {"type": "server_error", "code": "response_failed"}}
+        output_tokens = int(event.usage.get("completion_tokens", 0))
+        prompt_chars = sum(len(m.content) for m in self.items.messages())
+        input_tokens = prompt_chars // CHARS_PER_TOKEN
+        usage = {
+            "total_tokens": input_tokens + output_tokens,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "input_token_details": {"text_tokens": input_tokens, "audio_tokens": 0, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": output_tokens, "audio_tokens": 0},
+        }
+        body = self._response_object(r, status, status_details=details, usage=usage)
+        # `timings` is this server's addition (stage latencies from the core); OpenAI clients ignore it.
+        await self.send("response.done", response=body, timings=event.timings)
+
+    def _spoken(self, event: ResponseDone) -> tuple[str, list[SpokenSpan]]:
+        """The transcript of the audio sent and where each sentence sits in it, for later truncation."""
+        segments = getattr(event, "segments", ())
+        if not segments:
+            return event.text.strip(), []
+        text = ""
+        spans: list[SpokenSpan] = []
+        at = 0.0
+        for seg in segments:
+            if seg.sent_samples <= 0:
+                break
+            words = (seg.text or "").strip()
+            full_ms = seg.total_samples * 1000 / self.rate
+            if text and words:
+                text += " "
+            start = len(text)
+            text += words
+            spans.append(SpokenSpan(at, at + full_ms, start, len(text)))
+            at += full_ms
+        # The kept text of an interrupted reply is the core's: it cut the last sentence where audio stopped.
+        kept = event.text.strip()
+        if kept and len(kept) < len(text) and text.startswith(kept):
+            text = text[: len(kept)]
+            spans = [s for s in spans if s.text_start < len(text)]
+            if spans:
+                last = spans[-1]
+                spans[-1] = SpokenSpan(
+                    last.start_ms, last.end_ms, last.text_start, min(last.text_end, len(text))
+                )
+        return text, spans
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        if self.config.type == "realtime" and self.engines.responder is None:
+            await self.error(
+                RealtimeError(
+                    "engine_unavailable",
+                    f"The {self.engines.kind} engine has no conversation model; open a transcription session "
+                    "with ?intent=transcription.",
+                    type="server_error",
+                )
+            )
+            await self.ws.close(code=CLOSE_INTERNAL_ERROR, reason="no conversation model")
+            return
+        gauge = self.metrics.active_streams.labels(kind=GAUGE_KIND) if self.metrics is not None else None
+        if gauge is not None:
+            gauge.inc()
+        try:
+            self._apply(self.config)
+            from gateway.audio import vad
+
+            await asyncio.to_thread(vad.load)  # the first session pays the model load off the loop
+            await self.send("session.created", session=self._session())
+            while not self._gone:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("text") is not None:
+                    await self.handle_text(message["text"])
+                elif message.get("bytes") is not None:
+                    # Some clients send JSON as binary frames; the API defines text frames only.
+                    await self.handle_text(message["bytes"])
+        finally:
+            self._gone = True
+            if self._captions is not None:
+                await self._captions.aclose()
+            await self.core.close()
+            if gauge is not None:
+                gauge.dec()

@@ -1,0 +1,224 @@
+"""WS /v1/realtime with real clients and real audio: the `openai` SDK's realtime client pointed at the gateway
+by its base URL only, speech made by the gateway's own TTS, reply audio transcribed back by its ASR."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+from openai import AsyncOpenAI
+
+from tests.gateway.voice_client import aspoken, silence, transcribe
+from tests.support import ServerProcess, wer
+
+WAIT_S = 90  # a bound for a loaded machine; never reached when things work
+CHUNK = 4800  # 100 ms of 24 kHz s16le per append
+
+
+def client_for(server: ServerProcess) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0)
+
+
+def b64(pcm: bytes) -> str:
+    return base64.b64encode(pcm).decode()
+
+
+async def append(conn: Any, pcm: bytes) -> None:
+    for i in range(0, len(pcm), CHUNK):
+        await conn.input_audio_buffer.append(audio=b64(pcm[i : i + CHUNK]))
+
+
+async def events(conn: Any) -> AsyncIterator[Any]:
+    while True:
+        yield await asyncio.wait_for(conn.recv(), WAIT_S)
+
+
+async def until(conn: Any, kind: str, log: list[Any] | None = None) -> Any:
+    async for ev in events(conn):
+        if log is not None:
+            log.append(ev)
+        assert ev.type != "error", ev
+        if ev.type == kind:
+            return ev
+    raise AssertionError("unreachable")
+
+
+def audio_of(log: list[Any]) -> bytes:
+    return b"".join(base64.b64decode(e.delta) for e in log if e.type == "response.output_audio.delta")
+
+
+async def test_sdk_spoken_question_server_vad_commits_and_the_answer_is_spoken(
+    gateway: ServerProcess,
+) -> None:
+    question = "What is the capital of France?"
+    pcm = await aspoken(gateway.url, question)
+    async with client_for(gateway).realtime.connect(model="gpt-realtime") as conn:
+        created = await until(conn, "session.created")
+        assert created.session.type == "realtime"
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "instructions": "You are a helpful assistant. Answer in one short sentence.",
+                "audio": {
+                    "input": {
+                        "transcription": {"model": "whisper-1"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                    }
+                },
+            }
+        )
+        updated = await until(conn, "session.updated")
+        assert updated.session.audio.input.turn_detection.silence_duration_ms == 500
+        await append(conn, silence(0.5) + pcm + silence(1.0))  # no commit: server VAD ends the turn
+        log: list[Any] = []
+        done = await until(conn, "response.done", log)
+    kinds = [e.type for e in log]
+    for expected in (
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_audio.delta",
+        "response.output_audio_transcript.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ):
+        assert expected in kinds, (expected, kinds)
+    assert kinds.index("input_audio_buffer.committed") < kinds.index("response.created")
+    started = next(e for e in log if e.type == "input_audio_buffer.speech_started")
+    committed = next(e for e in log if e.type == "input_audio_buffer.committed")
+    assert started.item_id == committed.item_id
+    transcript = next(e for e in log if e.type == "conversation.item.input_audio_transcription.completed")
+    assert transcript.item_id == committed.item_id
+    assert wer(question, transcript.transcript) <= 0.2, transcript.transcript
+    assert done.response.status == "completed"
+    assert done.response.usage.output_tokens > 0
+    reply = audio_of(log)
+    assert len(reply) > 24000  # more than half a second of speech
+    heard = await asyncio.to_thread(transcribe, gateway.url, reply)
+    assert heard.strip(), "the reply audio transcribes to nothing"
+    spoken = done.response.output[0].content[0].transcript
+    assert spoken and wer(spoken, heard) <= 0.5, (spoken, heard)
+
+
+async def test_sdk_cancel_stops_deltas_then_truncate_keeps_only_what_was_heard(
+    gateway: ServerProcess,
+) -> None:
+    async with client_for(gateway).realtime.connect(model="gpt-realtime") as conn:
+        await until(conn, "session.created")
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        await until(conn, "session.updated")
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Tell me a long story about a brave knight and a dragon."}
+                ],
+            }
+        )
+        await until(conn, "conversation.item.added")
+        await conn.response.create()
+        log: list[Any] = []
+        await until(conn, "response.output_audio.delta", log)
+        await conn.response.cancel()
+        after: list[Any] = []
+        done = await until(conn, "response.done", after)
+        assert done.response.status == "cancelled"
+        assert done.response.status_details.reason == "client_cancelled"
+        # The few deltas already on the wire when the cancel arrived, then none: pacing keeps the lead small.
+        late = audio_of(after)
+        assert len(late) <= 24000 * 2 * 1.0, f"{len(late) / 48000:.2f} s of audio after the cancel"
+        item = done.response.output[0]
+        assert item.status == "incomplete"
+        kept = item.content[0].transcript or ""
+        sent_ms = (len(audio_of(log)) + len(late)) * 1000 // 48000
+        assert sent_ms > 0
+
+        # The user heard only the first 300 ms: the server forgets the rest.
+        await conn.conversation.item.truncate(item_id=item.id, content_index=0, audio_end_ms=300)
+        truncated = await until(conn, "conversation.item.truncated")
+        assert (truncated.item_id, truncated.audio_end_ms) == (item.id, 300)
+        await conn.send({"type": "conversation.item.retrieve", "item_id": item.id})
+        retrieved = await until(conn, "conversation.item.retrieved")
+        heard = retrieved.item.content[0].transcript or ""
+        assert len(heard.split()) <= 2, heard  # ~2.5 words a second: at most the first word or two
+        assert kept.startswith(heard) and len(heard) < max(1, len(kept)), (heard, kept)
+
+        # Truncating beyond the item's audio is an error naming the event; the session goes on.
+        await conn.send(
+            {
+                "type": "conversation.item.truncate",
+                "event_id": "evt_too_far",
+                "item_id": item.id,
+                "content_index": 0,
+                "audio_end_ms": 60_000,
+            }
+        )
+        err = await until_error(conn)
+        assert err.error.event_id == "evt_too_far" and err.error.param == "audio_end_ms"
+
+        # A second turn answers from the truncated history.
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "What is 2 plus 2?"}],
+            }
+        )
+        await until(conn, "conversation.item.added")
+        await conn.response.create(response={"instructions": "Answer with one short sentence."})
+        second = await until(conn, "response.done")
+        assert second.response.status == "completed"
+        assert (second.response.output[0].content[0].transcript or "").strip()
+
+
+async def until_error(conn: Any) -> Any:
+    async for ev in events(conn):
+        if ev.type == "error":
+            return ev
+    raise AssertionError("unreachable")
+
+
+async def test_sdk_transcription_session_produces_the_spoken_words(gateway: ServerProcess) -> None:
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    pcm = await aspoken(gateway.url, text)
+    client = client_for(gateway)
+    async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        created = await until(conn, "session.created")
+        assert created.session.type == "transcription"
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                    }
+                },
+            }
+        )
+        await until(conn, "session.updated")
+        # Near real time, so the live captions have speech to work on while it is still coming.
+        audio = silence(0.3) + pcm + silence(1.0)
+        for i in range(0, len(audio), CHUNK):
+            await conn.input_audio_buffer.append(audio=b64(audio[i : i + CHUNK]))
+            await asyncio.sleep(0.05)
+        log: list[Any] = []
+        completed = await until(conn, "conversation.item.input_audio_transcription.completed", log)
+        # Nothing else is on its way: a transcription session makes no responses.
+        await conn.send({"type": "response.create", "event_id": "evt_no_reply"})
+        err = await until_error(conn)
+        assert err.error.event_id == "evt_no_reply"
+    assert wer(text, completed.transcript) <= 0.2, completed.transcript
+    deltas = [e.delta for e in log if e.type == "conversation.item.input_audio_transcription.delta"]
+    assert deltas, "no transcript deltas"
+    assert "".join(deltas).split() == completed.transcript.split()
+    assert not [e for e in log if e.type.startswith("response.")]
