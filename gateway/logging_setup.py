@@ -34,6 +34,12 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "taskName",
 }
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# uvicorn logs WebSocket handshakes with their query string, where browsers put the key.
+_KEY_IN_QUERY = re.compile(r"((?:api_key|access_token)=)[^&\s\"']*")
+
+
+def redact(message: str) -> str:
+    return _KEY_IN_QUERY.sub(r"\1***", message)
 
 
 def bind(**fields: Any) -> None:
@@ -48,7 +54,7 @@ class JSONFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         rid = request_id_var.get()
         if rid:
@@ -66,7 +72,7 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = request_id_var.get()
         record.rid = f" [{rid}]" if rid else ""
-        return super().format(record)
+        return redact(super().format(record))
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:

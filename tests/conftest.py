@@ -16,3 +16,11 @@ def gateway() -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def hardened_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A gateway with API keys, tight stream limits and a short idle timeout (tests/gateway/hardened.py)."""
+    from tests.gateway.hardened import hardened_server
+
+    yield from hardened_server(tmp_path_factory.mktemp("hardened"))

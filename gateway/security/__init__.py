@@ -73,8 +73,9 @@ def install_inner(app: FastAPI, settings: Settings) -> None:
     keys = KeyStore.from_settings(
         settings.api_keys.get_secret_value() if settings.api_keys else None, settings.api_keys_file
     )
-    open_paths = ["/health"] + ([] if settings.metrics_require_auth else ["/metrics"])
-    app.add_middleware(APIKeyMiddleware, keys=keys, open_paths=open_paths)
+    # The web page and its assets hold no data; the page sends the key on every API call it makes.
+    open_paths = ["/health", "/"] + ([] if settings.metrics_require_auth else ["/metrics"])
+    app.add_middleware(APIKeyMiddleware, keys=keys, open_paths=open_paths, open_prefixes=("/static/",))
 
 
 def install_outer(app: FastAPI, settings: Settings) -> None:

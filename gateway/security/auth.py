@@ -83,26 +83,37 @@ class APIKeyMiddleware:
     `open_paths` (e.g. /health for probes) pass without a key; CORS preflights pass so the browser
     can learn that it may send the Authorization header at all."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, open_paths: Iterable[str] = ("/health",)) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: KeyStore,
+        open_paths: Iterable[str] = ("/health",),
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.keys = keys
         self.open_paths = frozenset(open_paths)
+        self.open_prefixes = open_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        presented = presented_keys(scope)
         if kind == "websocket":
             send = self._subprotocol_send(scope, send)
         if not self.keys.enabled:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if path in self.open_paths or (kind == "http" and scope.get("method") == "OPTIONS"):
+        if (
+            path in self.open_paths
+            or (kind == "http" and path.startswith(self.open_prefixes) and self.open_prefixes)
+            or (kind == "http" and scope.get("method") == "OPTIONS")
+        ):
             await self.app(scope, receive, send)
             return
-        presented = presented_keys(scope)
         key_id = next((fp for fp in map(self.keys.check, presented) if fp), None)
         if key_id is None:
             reason = "invalid API key" if presented else "missing API key"
