@@ -49,7 +49,7 @@ class ConversationHistory:
             return sum(estimate_tokens(m.content) for m in self._messages)
 
         # Drop whole oldest turns; the newest message always stays (it is the question being answered).
-        while len(self._messages) > 1 and (user_turns() > self.max_turns + 1 or tokens() > self.max_tokens):
+        while len(self._messages) > 1 and (user_turns() > self.max_turns or tokens() > self.max_tokens):
             self._messages.popleft()
             while len(self._messages) > 1 and self._messages[0].role != "user":
                 self._messages.popleft()
