@@ -283,7 +283,8 @@ function connectVoice() {
     talk.retries = 0;
     const vad = talkMode() === 'vad';
     ws.send(JSON.stringify({ type: 'session.update', session: { turn_detection: vad ? { type: 'server_vad' } : null } }));
-    try { await startMic(); } catch { ws.close(); return; }
+    // Without a microphone there is nothing to reconnect for: keep the explanation on screen.
+    try { await startMic(); } catch { talk.wanted = false; ws.close(); return; }
     talk.sending = vad;
     setTalkState('listening', vad ? 'Listening: just speak.' : 'Hold the button (or Space) while you speak.');
   };

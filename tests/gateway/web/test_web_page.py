@@ -137,11 +137,13 @@ def test_talk_panel_with_a_wav_file_as_the_microphone(gateway: ServerProcess, tm
     with wave.open(io.BytesIO(speech.content)) as w:
         rate, pcm = w.getframerate(), w.readframes(w.getnframes())
     mic = tmp_path / "mic.wav"
-    with wave.open(str(mic), "wb") as w:  # silence, the question, then silence so server VAD ends the turn
+    # Silence, the question, then silence so server VAD ends the turn. Chromium loops the file: the long
+    # tail keeps the repeated question from barging in on the reply before it has been heard.
+    with wave.open(str(mic), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(b"\0\0" * (rate // 2) + pcm + b"\0\0" * (rate * 3))
+        w.writeframes(b"\0\0" * (rate // 2) + pcm + b"\0\0" * (rate * 15))
     driver = chromium(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                        f"--use-file-for-fake-audio-capture={mic}"])
     try:
@@ -160,3 +162,40 @@ def test_talk_panel_with_a_wav_file_as_the_microphone(gateway: ServerProcess, tm
         assert attr(driver, "#talk-state", "data-state") == "idle"
     finally:
         driver.quit()
+
+
+def test_talk_panel_explains_a_denied_microphone(browser: WebDriver, gateway: ServerProcess) -> None:
+    # Headless Chromium without the fake-UI flag denies capture, as a user clicking "Block" would.
+    browser.execute_cdp_cmd("Browser.resetPermissions", {})
+    browser.get(gateway.url + "/")
+    browser.find_element(By.ID, "tab-talk").click()
+    browser.find_element(By.ID, "talk-connect").click()
+    wait_for(lambda: attr(browser, "#talk-state", "data-state") == "error", timeout=30, what="error state")
+    message = browser.find_element(By.ID, "talk-state").text.lower()
+    assert "microphone" in message
+
+
+def test_talk_panel_reconnects_when_the_socket_drops(tmp_path: Path) -> None:
+    server = ServerProcess("serve")
+    server.wait_ready()
+    mic = tmp_path / "silence.wav"
+    import wave
+
+    with wave.open(str(mic), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24000)
+        w.writeframes(b"\0\0" * 24000)
+    driver = chromium(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-audio-capture={mic}"])
+    try:
+        driver.get(server.url + "/")
+        driver.find_element(By.ID, "tab-talk").click()
+        driver.find_element(By.ID, "talk-connect").click()
+        wait_for(lambda: attr(driver, "#talk-state", "data-state") == "listening", what="listening")
+        server.stop()  # the gateway goes away under an open conversation
+        wait_for(lambda: "reconnecting" in driver.find_element(By.ID, "talk-state").text.lower(),
+                 timeout=30, what="reconnect notice")
+    finally:
+        driver.quit()
+        server.stop()
