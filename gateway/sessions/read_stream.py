@@ -99,11 +99,11 @@ def render(
     chunk: SynthesisChunk, framer: PcmFramer, stream_id: str, base_sample: int
 ) -> Iterator[dict[str, Any] | Frame]:
     """Marks and frames of one chunk, in order: each mark goes out right before the frame holding its
-    first sample, and names its absolute sample position so a client that buffers can schedule it."""
+    first sample, and names its exact sample position so a client that buffers can schedule it."""
     marks = deque(sorted(chunk_marks(chunk), key=lambda m: m.offset))
     position = 0
     for frame in framer.frames(chunk.pcm):
-        while marks and marks[0].offset <= position:
+        while marks and marks[0].offset < position + frame.samples:
             yield _mark_event(marks.popleft(), stream_id, base_sample)
         yield frame
         position += frame.samples
@@ -187,6 +187,7 @@ class ActiveStream:
     samples_sent: int = 0
     sentences_synthesized: int = 0
     finishing: bool = False  # `complete` is on its way: too late to pause or cancel
+    closing: bool = False  # the sender has stopped and is releasing the stream
 
     @property
     def paused(self) -> bool:
@@ -303,7 +304,7 @@ class ReadStreamSession:
             raise bad_request("missing_text", 'start needs a "text" field')
         if not isinstance(text, str):
             raise bad_request("invalid_text", "text must be a string")
-        check_text(text, self._max_text_chars)
+        text = check_text(text, self._max_text_chars)
         if not any(ch.isalnum() for ch in text):
             raise bad_request("nothing_to_say", "the text holds nothing that can be spoken")
         voice = message.get("voice")
@@ -407,12 +408,16 @@ class ReadStreamSession:
                     }
                 )
         finally:
+            # A cancel arriving now (client gone right after `complete`) must not skip the bookkeeping.
+            s.closing = True
             producer.cancel()
-            await asyncio.wait([producer])
-            if self.stream is s:
-                self.stream = None
-            if gauge is not None:
-                gauge.dec()
+            try:
+                await asyncio.wait([producer])
+            finally:
+                if self.stream is s:
+                    self.stream = None
+                if gauge is not None:
+                    gauge.dec()
 
     async def _produce(self, s: ActiveStream) -> None:
         try:
@@ -459,14 +464,15 @@ class ReadStreamSession:
 
     async def _stop(self, s: ActiveStream) -> None:
         if s.task is not None:
-            s.task.cancel()
+            if not s.closing:  # once it is tidying up, it ends by itself within moments
+                s.task.cancel()
             await asyncio.wait([s.task])  # not `await task`: its CancelledError is not ours
         if self.stream is s:
             self.stream = None
 
     def _controllable(self) -> ActiveStream | None:
         s = self.stream
-        return None if s is None or s.finishing else s
+        return None if s is None or s.finishing or s.closing else s
 
     def _position(self, s: ActiveStream) -> dict[str, Any]:
         return {
