@@ -111,8 +111,10 @@ async def drift(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def count(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-    if event.get("type") == "DELETED":
+async def vg_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    deleted = event.get("type") == "DELETED"
+    reconciler().seen_vg(dict(body), deleted=deleted)
+    if deleted:
         # children go with the owner: the garbage collector deletes them via their ownerReferences
         reconciler().forget(body["metadata"]["uid"])
     _state.setdefault("known", set())
@@ -137,22 +139,23 @@ async def _child_event(event: dict[str, Any], body: kopf.Body, status_only: bool
     if owner is None:
         return
     r = reconciler()
+    deleted = event.get("type") == "DELETED"
+    if body.get("kind") == "Deployment":
+        r.seen_deployment(dict(body), deleted=deleted)
+    if not deleted:
+        if status_only:
+            r.request_refresh(*owner)  # debounced: one refresh per burst of status updates
+        return
     try:
-        vg = await r.kube.get_vg(*owner)
+        vg = r.vgs.get(owner) or await r.kube.get_vg(*owner)
         if vg is None or vg["metadata"].get("deletionTimestamp"):
             return
         ours = any(
             ref.get("uid") == vg["metadata"]["uid"] for ref in body["metadata"].get("ownerReferences") or []
         )
-        if not ours:
-            return
-        if event.get("type") == "DELETED":
+        if ours:
             # deleted by hand: put it back now rather than at the next timer tick
             await r.reconcile(vg, "child-deleted", prune=False)
-        elif not status_only:
-            return
-        else:
-            await r.refresh_status(vg)
     except NamespaceTerminating:
         pass  # the namespace is being deleted with everything in it
     except (ReconcileFailed, TransientError, ApiError) as e:

@@ -38,10 +38,66 @@ class _Memo:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube):
+    def __init__(self, kube: Kube, debounce: float = 0.2):
         self.kube = kube
+        self.debounce = debounce
         self._memo: dict[str, _Memo] = {}
         self.phases: dict[str, str] = {}
+        # Latest bodies seen on the watches (and in apply responses): status refreshes read these instead
+        # of GETting every Deployment on every event, which at 200 resources was most of the API traffic.
+        self.vgs: dict[tuple[str, str], Obj] = {}
+        self.deployments: dict[tuple[str, str], Obj] = {}
+        self._scheduled: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ watch-fed caches
+
+    @staticmethod
+    def _newer(new: Obj, old: Obj | None) -> bool:
+        if old is None:
+            return True
+        try:  # resourceVersions are etcd revisions in practice; if not, trust arrival order
+            return int(new["metadata"]["resourceVersion"]) >= int(old["metadata"]["resourceVersion"])
+        except (KeyError, ValueError):
+            return True
+
+    def seen_vg(self, body: Obj, deleted: bool = False) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if deleted:
+            self.vgs.pop(key, None)
+        elif self._newer(body, self.vgs.get(key)):
+            self.vgs[key] = body
+
+    def seen_deployment(self, body: Obj, deleted: bool = False) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if deleted:
+            self.deployments.pop(key, None)
+        elif self._newer(body, self.deployments.get(key)):
+            self.deployments[key] = body
+
+    def request_refresh(self, namespace: str, name: str) -> None:
+        """Refresh a resource's status soon. Events come in bursts (a rollout updates a Deployment's status
+        several times a second): one refresh per burst is enough."""
+        key = (namespace, name)
+        if key in self._scheduled:
+            return
+        self._scheduled.add(key)
+        task = asyncio.get_running_loop().create_task(self._delayed_refresh(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _delayed_refresh(self, key: tuple[str, str]) -> None:
+        await asyncio.sleep(self.debounce)
+        self._scheduled.discard(key)
+        vg = self.vgs.get(key) or await self.kube.get_vg(*key)
+        if vg is None or vg["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            await self.refresh_status(vg)
+        except NamespaceTerminating:
+            pass
+        except (ApiError, TransientError) as e:
+            log.warning("status refresh of %s/%s failed: %s", key[0], key[1], e)
 
     def _m(self, uid: str) -> _Memo:
         return self._memo.setdefault(uid, _Memo())
@@ -101,6 +157,8 @@ class Reconciler:
                 log.debug("namespace %s is terminating; nothing to reconcile", meta["namespace"])
                 return self.phases.get(meta["uid"], "")
             for obj, res in zip(wave, results, strict=True):
+                if isinstance(res, dict) and res.get("kind") == "Deployment":
+                    self.seen_deployment(res)
                 if isinstance(res, BaseException):
                     if not isinstance(res, ApiError | TransientError):
                         raise res
@@ -164,7 +222,7 @@ class Reconciler:
             and cache.get("enabled", True)
             and "omni" in comps
         )
-        reads: list[Any] = [self.kube.get(DEPLOYMENT, ns, child_name(name, c)) for c in comps]
+        reads: list[Any] = [self._deployment(ns, child_name(name, c)) for c in comps]
         reads.append(
             self.kube.get(PVC, ns, child_name(name, "model-cache")) if o.cache_mode == "pvc" else _none()
         )
@@ -179,6 +237,15 @@ class Reconciler:
         o.pvc, o.job = got[len(comps)], got[len(comps) + 1]
         return o
 
+    async def _deployment(self, ns: str, name: str) -> Obj | None:
+        cached = self.deployments.get((ns, name))
+        if cached is not None:
+            return cached
+        got = await self.kube.get(DEPLOYMENT, ns, name)
+        if got is not None:
+            self.seen_deployment(got)
+        return got
+
     async def refresh_status(self, vg: Obj, locked: bool = False) -> str:
         """Recompute and write status. The write is guarded by resourceVersion; on a 409 (someone else
         wrote the object meanwhile) re-read the object and recompute, so nothing is lost or stale."""
@@ -191,7 +258,8 @@ class Reconciler:
             try:
                 async with memo.lock:
                     memo.refresh_pending = False
-                    fresh = await self.kube.get_vg(meta["namespace"], meta["name"])
+                    key = (meta["namespace"], meta["name"])
+                    fresh = self.vgs.get(key) or await self.kube.get_vg(*key)
                     if fresh is None or fresh["metadata"].get("uid") != meta["uid"]:
                         return ""
                     return await self.refresh_status(fresh, locked=True)
@@ -208,9 +276,11 @@ class Reconciler:
             if not status_changed(current.get("status"), status):
                 return status["phase"]
             try:
-                await self.kube.patch_status(
+                written = await self.kube.patch_status(
                     meta["namespace"], meta["name"], current["metadata"]["resourceVersion"], status
                 )
+                if written:
+                    self.seen_vg(written)
                 return status["phase"]
             except ApiError as e:
                 if e.status != 409:
@@ -224,6 +294,7 @@ class Reconciler:
                 fresh = await self.kube.get_vg(meta["namespace"], meta["name"])
                 if fresh is None or fresh["metadata"]["uid"] != meta["uid"]:
                     return ""
+                self.seen_vg(fresh)
                 current = fresh
         raise TransientError(f"status of {meta['namespace']}/{meta['name']}: conflicts persisted")
 

@@ -121,15 +121,15 @@ def test_create_makes_every_child_with_owner_reference(
         }
         assert managers == {"voice-gateway-operator"}  # server-side apply under one field manager
     assert elapsed < 10, elapsed
-    st = wait_for(
-        lambda: (
-            (admin.vg(ns, "demo") or {}).get("status", {}).get("phase") == "Progressing"
-            and admin.vg(ns, "demo")
-        ),
-        10,
-        0.1,
-        "Progressing",
-    )["status"]
+
+    def progressing() -> Obj | None:
+        st = ((admin.vg(ns, "demo") or {}).get("status")) or {}
+        comps = st.get("components") or {}
+        # the Deployment controller reports the new ReplicaSet's pods as updated a moment later
+        ok = st.get("phase") == "Progressing" and all(c.get("updated") == 1 for c in comps.values())
+        return st if ok and len(comps) == 3 else None
+
+    st = wait_for(progressing, 10, 0.1, "Progressing with 3 updated components")
     assert st["endpoint"] == f"http://demo-gateway.{ns}.svc:8004"
     assert st["observedGeneration"] == 1
     assert st["components"]["omni"] == {"ready": 0, "desired": 1, "updated": 1}
