@@ -301,12 +301,15 @@ class VllmOmniSynthesizer:
                 "backend_loading" if self.state is ModelState.LOADING else "backend_unavailable",
             )
         spans = split_sentences(request.text, self._max_sentence_chars)
-        # Pipelining: the next sentence is requested while this one is handed out, hiding the server's
-        # time to first audio between sentences. Closing the iterator cancels what is still in flight.
+        # Pipelining: later sentences are requested while earlier ones are handed out, hiding the server's
+        # time to first audio between sentences. The first sentence goes alone, so it does not share the
+        # server with the second one: time to first audio comes first. Closing the iterator cancels what
+        # is still in flight.
         tasks: list[asyncio.Task[tuple[bytes, float]]] = []
         try:
             for index, span in enumerate(spans):
-                while len(tasks) <= self._lookahead and len(tasks) + index < len(spans):
+                depth = 0 if index == 0 else self._lookahead
+                while len(tasks) <= depth and len(tasks) + index < len(spans):
                     nxt = spans[index + len(tasks)]
                     tasks.append(
                         asyncio.create_task(
