@@ -239,7 +239,7 @@ class ReadStreamSession:
     async def receive_text(self, raw: str) -> None:
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested arrays (bench/fuzz_ws.py)
             await self._error(bad_request("invalid_json", "the message is not valid JSON"))
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

@@ -159,6 +159,9 @@ class VoiceConnection:
                 "invalid_json", f"text frames must be JSON objects: {exc.msg} at position {exc.pos}"
             )
             return
+        except RecursionError:  # deeply nested arrays (bench/fuzz_ws.py)
+            await self.error("invalid_json", "text frames must be JSON objects: nested too deeply")
+            return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self.error("invalid_event", 'a control message is a JSON object with a string "type"')
             return
