@@ -106,9 +106,10 @@ async def commit_turns(server: ServerProcess, questions: list[bytes], rounds: in
 
 async def vad_turns(
     server: ServerProcess, questions: list[bytes], max_tokens: int
-) -> tuple[list[float], int]:
-    """Speech streamed live, then silence until the answer starts: end of speech -> first reply audio."""
-    out = []
+) -> tuple[list[float], list[float], int]:
+    """Speech streamed live, then silence until the answer ends: end of speech -> first reply audio, and the
+    ASR wait after VAD's commit (early transcription during the pause hides most of it)."""
+    out, asr = [], []
     client = await VoiceClient.connect(server.ws_url, max_response_tokens=max_tokens)
     silence_ms = client.session["turn_detection"]["silence_duration_ms"]
     try:
@@ -134,7 +135,9 @@ async def vad_turns(
                         if first is None:
                             first = time.perf_counter() - end_of_speech
                         continue
-                    if json.loads(message)["type"] == "response.done":
+                    event = json.loads(message)
+                    if event["type"] == "response.done":
+                        asr.append(event["timings"]["asr_ms"])
                         break
             finally:
                 talker.cancel()
@@ -142,7 +145,7 @@ async def vad_turns(
             out.append(first)
     finally:
         await client.close()
-    return out, silence_ms
+    return out, asr, silence_ms
 
 
 def vad_cost() -> float:
@@ -172,7 +175,7 @@ def main() -> int:
         server.wait_ready()
         questions = [spoken(server.url, q) for q in QUESTIONS]
         rows = asyncio.run(commit_turns(server, questions, args.rounds, args.max_tokens))
-        vad_firsts, silence_ms = asyncio.run(vad_turns(server, questions[:3], args.max_tokens))
+        vad_firsts, vad_asr, silence_ms = asyncio.run(vad_turns(server, questions[:3], args.max_tokens))
     finally:
         server.stop()
     base = asyncio.run(baseline(questions, args.max_tokens))
@@ -200,7 +203,8 @@ def main() -> int:
     print(f"LLM decode: {statistics.median(tps):.0f} tokens/s (median)")
     print(
         f"server VAD, end of speech -> first audio: p50 {statistics.median(vad_firsts) * 1000:.0f} ms "
-        f"(includes silence_duration_ms={silence_ms}) over {len(vad_firsts)} turns"
+        f"(includes silence_duration_ms={silence_ms}) over {len(vad_firsts)} turns; "
+        f"ASR wait after the VAD commit p50 {statistics.median(vad_asr):.0f} ms"
     )
     print(f"streaming Silero VAD: {vad_cost():.3f} ms CPU per 20 ms frame")
     base_ms = [b * 1000 for b in base]

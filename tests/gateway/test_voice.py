@@ -96,8 +96,19 @@ async def test_server_vad_commits_the_turn_on_trailing_silence(gateway: ServerPr
         committed = await client.wait_for("audio.committed")
         transcript = await client.wait_for("transcript")
         await client.wait_for("response.done")
+        # A pause shorter than silence_duration_ms stays inside the turn: the words after it are heard too
+        # (a transcript made early, during the pause, must not be used).
+        first, second = "Good morning.", "Please tell me the time in London."
+        pause = silence(0.15)  # with the voice's own tails: a gap of about 300 ms
+        await client.stream(
+            await aspoken(gateway.url, first) + pause + await aspoken(gateway.url, second) + silence(1.0)
+        )
+        paused = await client.wait_for("transcript")
+        await client.wait_for("response.done")
     finally:
         await client.close()
+    assert wer(f"{first} {second}", paused["text"]) <= 0.2, paused
+    assert len(client.events("audio.committed")) == 2
     speech_ms = len(speech) * 1000 // (2 * RATE)
     # Speech really begins after the 500 ms of leading silence and ends about a speech-length later.
     assert 350 <= started["audio_start_ms"] <= 800, started

@@ -42,6 +42,9 @@ class InputAudioBuffer:
         if len(self._data) > keep:
             del self._data[: len(self._data) - keep]
 
+    def snapshot(self) -> bytes:
+        return bytes(self._data)
+
     def take(self) -> bytes:
         data = bytes(self._data)
         self.clear()

@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway.audio.pcm import pcm16_to_float
 from gateway.audio.resample import resample
-from gateway.engines.base import ChatMessage, ConversationRequest, SynthesisRequest
+from gateway.engines.base import ChatMessage, ConversationRequest, SynthesisRequest, Transcription
 from gateway.engines.registry import Engines
 from gateway.metrics import Metrics
 from gateway.sessions.voice.buffer import InputAudioBuffer
@@ -46,6 +46,11 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 Emit = Callable[[VoiceEvent], Awaitable[None]]
+
+# Early transcription: once a pause inside the user's speech lasts this long, transcribe what was said so far
+# while server VAD waits out silence_duration_ms. If the user stays silent, the turn's transcript is ready
+# (or nearly) when VAD commits, and ASR drops out of the reply latency; if they talk on, the guess is dropped.
+EARLY_ASR_MS = 200
 
 
 def _to_rate(pcm: bytes, from_rate: int, to_rate: int) -> np.ndarray:
@@ -82,6 +87,9 @@ class VoiceSession:
         self._interrupt_reason = "client"
         self._seq = 0
         self._speech_seen = False  # server VAD heard speech since the last commit
+        # (buffer bytes, VAD speech windows at that point, transcription) of the pause being waited out
+        self._early: tuple[int, int, asyncio.Task[Transcription]] | None = None
+        self._early_for: dict[str, asyncio.Task[Transcription]] = {}  # item id -> a usable early result
         self.closed = False
 
     # -- state -------------------------------------------------------------------------------------
@@ -141,6 +149,8 @@ class VoiceSession:
                 await self._send(SpeechStopped(signal.stream_ms))
                 if len(self.buffer):
                     await self.commit(auto=True, respond=td.create_response)
+        if td.enabled:
+            self._early_transcription(td.silence_duration_ms)
         if td.enabled and not self.turns.in_speech:
             # Waiting for speech: keep only the padding that precedes it, so silence never fills the buffer.
             self.buffer.keep_last(max(td.prefix_padding_ms, td.min_speech_ms + 64))
@@ -156,6 +166,38 @@ class VoiceSession:
         self.buffer.clear()
         self.turns.reset()
         self._speech_seen = False
+        self._drop_early()
+
+    # -- early transcription ---------------------------------------------------------------------------
+    def _early_transcription(self, silence_duration_ms: int) -> None:
+        if self._early is not None:
+            if self._early[1] != self.turns.speech_windows:
+                self._drop_early()  # the user went on talking: that transcript would miss words
+            return
+        if self.turns.in_speech and self.turns.silence_ms >= min(EARLY_ASR_MS, silence_duration_ms // 2):
+            pcm = self.buffer.snapshot()
+            task = asyncio.create_task(self._early_asr(pcm), name="early-asr")
+            self._early = (len(pcm), self.turns.speech_windows, task)
+
+    async def _early_asr(self, pcm: bytes) -> Transcription:
+        asr = self._engines.transcriber
+        samples = await asyncio.to_thread(_to_rate, pcm, self.sample_rate, asr.sample_rate)
+        return await asr.transcribe(samples, self.config.language)
+
+    def _drop_early(self) -> None:
+        if self._early is not None:
+            self._early[2].cancel()
+            self._early = None
+
+    def _claim_early(self, item_id: str) -> None:
+        """At commit: keep the early transcript for this turn if no speech came after it."""
+        early, self._early = self._early, None
+        if early is None:
+            return
+        if early[1] == self.turns.speech_windows and self.turns.speech_windows > 0:
+            self._early_for[item_id] = early[2]
+        else:
+            early[2].cancel()
 
     # -- turns ---------------------------------------------------------------------------------------
     async def commit(self, auto: bool = False, respond: bool = True) -> None:
@@ -173,10 +215,11 @@ class VoiceSession:
             await self.interrupt("commit")
         audio_ms = self.buffer.duration_ms
         pcm = self.buffer.take()
-        self.turns.reset()
-        self._speech_seen = False
         self._seq += 1
         item_id, response_id = f"item_{self._seq}", f"resp_{self._seq}"
+        self._claim_early(item_id)
+        self.turns.reset()
+        self._speech_seen = False
         await self._send(TurnCommitted(item_id, audio_ms, auto))
         if not respond:
             task = asyncio.create_task(self._transcribe_turn(item_id, pcm), name=item_id)
@@ -223,6 +266,10 @@ class VoiceSession:
 
     async def close(self) -> None:
         self.closed = True
+        self._drop_early()
+        for early in self._early_for.values():
+            early.cancel()
+        self._early_for.clear()
         for pending in list(self._transcriptions):
             pending.cancel()
         if self._task is not None and not self._task.done():
@@ -239,8 +286,17 @@ class VoiceSession:
         self.history.add("assistant", assistant_text)
 
     async def _transcribe(self, item_id: str, samples: np.ndarray, timings: ResponseTimings) -> str:
+        """The turn's transcript (the early one when it is still valid); `asr_s` is the wait it cost."""
         t = time.monotonic()
-        result = await self._engines.transcriber.transcribe(samples, self.config.language)
+        result: Transcription | None = None
+        early = self._early_for.pop(item_id, None)
+        if early is not None:
+            try:
+                result = await early
+            except Exception:  # a failed guess costs nothing but the regular transcription below
+                log.debug("early transcription of %s failed", item_id, exc_info=True)
+        if result is None:
+            result = await self._engines.transcriber.transcribe(samples, self.config.language)
         timings.asr_s = time.monotonic() - t
         await self._send(Transcript(item_id, result.text, result.language, result.duration))
         return result.text.strip()

@@ -37,9 +37,18 @@ class TurnDetector:
         self.in_speech = False
         self._run_start: float | None = None  # start of a run of speech windows not yet confirmed
         self._silence_start: float | None = None
+        self._now = 0.0  # stream time at the end of the last window
+        self.speech_windows = 0  # windows heard as speech so far: it moves whenever the user talks
 
     def reconfigure(self, config: TurnDetection) -> None:
         self.config = config
+
+    @property
+    def silence_ms(self) -> int:
+        """How long the current in-turn pause has lasted (0 outside speech or while talking)."""
+        if not self.in_speech or self._silence_start is None:
+            return 0
+        return int((self._now - self._silence_start) * 1000)
 
     def reset(self) -> None:
         """Forget the current turn (after a commit), keeping the stream clock and model state."""
@@ -53,6 +62,9 @@ class TurnDetector:
         events: list[TurnEvent] = []
         for w in self._vad.process(samples):
             start_s = w.end_s - window_s
+            self._now = w.end_s
+            if w.probability >= cfg.threshold:
+                self.speech_windows += 1
             if not self.in_speech:
                 if w.probability >= cfg.threshold:
                     if self._run_start is None:
