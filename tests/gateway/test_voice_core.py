@@ -1,5 +1,5 @@
 """The conversation core's parts without a server: VAD on real speech, turn decisions, chunking, memory,
-config validation."""
+config validation, and the embedded LLM's streaming and stop."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from gateway.audio.pcm import pcm16_to_float
 from gateway.audio.text import split_sentences
 from gateway.audio.vad import StreamingVAD
-from gateway.engines.base import SynthesisRequest
+from gateway.engines.base import ChatMessage, ConversationRequest, ModelState, SynthesisRequest
+from gateway.engines.embedded.llm import LlamaResponder
 from gateway.engines.embedded.piper_tts import PiperSynthesizer
 from gateway.sessions.voice.chunker import SentenceChunker, speakable
 from gateway.sessions.voice.config import SessionConfig, apply_update
@@ -126,3 +127,30 @@ def test_session_update_validates_and_merges() -> None:
         with pytest.raises(VoiceError) as err:
             apply_update(cfg, bad, 200)
         assert err.value.code == "invalid_session_config" and err.value.message
+
+
+async def test_llm_streams_tokens_and_stops_when_the_consumer_closes() -> None:
+    executor = ThreadPoolExecutor(2)
+    responder = LlamaResponder(executor, threads=2)
+    await responder.start()
+    try:
+        assert responder.state is ModelState.READY
+        assert [m.role for m in responder.models()] == ["omni"]
+        request = ConversationRequest(
+            history=[ChatMessage("user", "Tell me a long story about a dragon.")], max_tokens=64
+        )
+        events = [e async for e in responder.respond(request)]
+        texts = [e.text for e in events if e.kind == "text"]
+        usage = events[-1]
+        assert len(texts) > 10 and "".join(texts).strip()
+        assert usage.kind == "usage" and usage.completion_tokens == len(texts)
+        assert usage.tokens_per_second and usage.tokens_per_second > 0
+
+        stream = responder.respond(request)
+        first = [await anext(stream) for _ in range(3)]
+        await stream.aclose()  # returns once the generation thread has stopped
+        assert not responder._lock.locked()
+        assert [e.text for e in first] == texts[:3]  # greedy decoding: the same reply every time
+    finally:
+        await responder.aclose()
+        executor.shutdown()
