@@ -21,6 +21,9 @@ CONTENT_TYPES: dict[str, str] = {
     "flac": "audio/flac",
 }
 
+# libopus' default (64 kb/s) is music quality; 32 kb/s mono is transparent for speech and half the bytes.
+OPUS_BITRATE = 32000
+
 # container, codec, sample format, and the rates the codec accepts (None: any)
 _CODECS: dict[str, tuple[str, str, str, tuple[int, ...] | None]] = {
     "mp3": ("mp3", "libmp3lame", "s16p", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
@@ -44,6 +47,8 @@ def encode(pcm: bytes, sample_rate: int, fmt: str) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container_fmt) as container:
         stream = container.add_stream(codec, rate=sample_rate, layout="mono")
+        if fmt == "opus":
+            stream.bit_rate = OPUS_BITRATE
         samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = sample_rate

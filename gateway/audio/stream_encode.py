@@ -15,7 +15,7 @@ import contextlib
 import av
 import numpy as np
 
-from gateway.audio.encode import CONTENT_TYPES
+from gateway.audio.encode import CONTENT_TYPES, OPUS_BITRATE
 
 STREAMABLE = ("pcm", "wav", "mp3", "opus", "aac", "flac")
 
@@ -51,7 +51,7 @@ class _Sink:
 
 
 class StreamEncoder:
-    def __init__(self, fmt: str, sample_rate: int) -> None:
+    def __init__(self, fmt: str, sample_rate: int, page_ms: int = 100) -> None:
         if fmt not in STREAMABLE:
             raise ValueError(f"unsupported audio format {fmt!r}")
         if fmt in _RATES and sample_rate not in _RATES[fmt]:
@@ -66,11 +66,15 @@ class StreamEncoder:
         if fmt == "pcm":
             return
         container_fmt, codec, sample_fmt, options = _FORMATS[fmt]
+        if fmt == "opus":
+            options = {**options, "page_duration": str(page_ms * 1000)}
         # A small I/O buffer: the muxer hands bytes over at every packet instead of every 32 KiB.
         self._container = av.open(
             self._sink, mode="w", format=container_fmt, options=options, buffer_size=512
         )
         self._stream = self._container.add_stream(codec, rate=sample_rate, layout="mono")
+        if fmt == "opus":
+            self._stream.bit_rate = OPUS_BITRATE
         self._resampler = av.AudioResampler(format=sample_fmt, layout="mono", rate=sample_rate)
 
     def write(self, pcm: bytes) -> bytes:

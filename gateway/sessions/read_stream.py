@@ -20,12 +20,14 @@ import contextlib
 import json
 import logging
 import math
+import threading
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.audio.stream_encode import StreamEncoder
 from gateway.engines.base import ModelState, SynthesisChunk, SynthesisRequest, Synthesizer
 from gateway.errors import APIError, bad_request, engine_unavailable, from_engine_error
 from gateway.metrics import Metrics
@@ -79,20 +81,66 @@ class PcmFramer:
     def flush(self) -> Iterator[Frame]:
         return iter(())
 
+    def close(self) -> None:
+        pass
+
+
+class OggOpusFramer(PcmFramer):
+    """Ogg Opus for clients on slow networks: the binary messages, concatenated, are one Ogg Opus file.
+    `Frame.samples` counts the PCM samples that went into the encoder with it, so positions stay in samples
+    at `sample_rate`; the encoder keeps one Opus packet (20 ms) plus its 6.5 ms look-ahead until the next
+    frame or the end (`flush`)."""
+
+    encoding = "ogg_opus"
+
+    def __init__(self, sample_rate: int, frame_ms: int = FRAME_MS) -> None:
+        super().__init__(sample_rate, frame_ms)
+        # One Ogg page per Opus packet: bytes leave with the frame that produced them.
+        self._encoder = StreamEncoder("opus", sample_rate, page_ms=20)
+        # Frames are encoded in a worker thread; a cancelled stream closes the codec from the event loop.
+        self._lock = threading.Lock()
+
+    def frames(self, pcm: bytes) -> Iterator[Frame]:
+        for frame in super().frames(pcm):
+            with self._lock:
+                data = self._encoder.write(frame.data)
+            yield Frame(data, frame.samples)
+
+    def flush(self) -> Iterator[Frame]:
+        with self._lock:
+            tail = self._encoder.finish()
+        return iter((Frame(tail, 0),) if tail else ())
+
+    def close(self) -> None:
+        with self._lock:
+            self._encoder.close()
+
+
+FRAMERS: dict[str, type[PcmFramer]] = {"pcm": PcmFramer, "opus": OggOpusFramer}
+
 
 @dataclass(frozen=True)
 class Mark:
     """A point in the audio tied to a span of the original text. `offset`: samples into the chunk."""
 
-    kind: str  # "sentence"; word-level marks would add "word"
+    kind: str  # "sentence" | "word"
     index: int
     char_start: int
     char_end: int
     offset: int = 0
+    end_offset: int | None = None  # words: where the word ends, samples into the chunk
+    text: str = ""  # words: the word as written in the original text
+    spoken: str = ""  # words: what was said for it, when normalization rewrote it ("$5" -> "five dollars")
 
 
 def chunk_marks(chunk: SynthesisChunk) -> list[Mark]:
-    return [Mark("sentence", chunk.index, chunk.text_start, chunk.text_end, 0)]
+    marks = [Mark("sentence", chunk.index, chunk.text_start, chunk.text_end, 0)]
+    rate = chunk.sample_rate
+    total = len(chunk.pcm) // 2
+    for i, w in enumerate(chunk.words):
+        start, end = min(total, round(w.start * rate)), min(total, round(w.end * rate))
+        marks.append(Mark("word", i, w.text_start, w.text_end, start, end, w.text, w.spoken))
+    return marks
 
 
 def render(
@@ -112,7 +160,7 @@ def render(
 
 
 def _mark_event(mark: Mark, stream_id: str, base_sample: int) -> dict[str, Any]:
-    return {
+    event = {
         "type": "mark",
         "stream_id": stream_id,
         "kind": mark.kind,
@@ -121,6 +169,12 @@ def _mark_event(mark: Mark, stream_id: str, base_sample: int) -> dict[str, Any]:
         "char_end": mark.char_end,
         "sample_offset": base_sample + mark.offset,
     }
+    if mark.kind == "word":
+        event["word"] = mark.text
+        event["sample_end"] = base_sample + (mark.end_offset if mark.end_offset is not None else mark.offset)
+        if mark.spoken:
+            event["spoken"] = mark.spoken
+    return event
 
 
 # -- the bounded buffer between synthesis and the socket ------------------------------------------------
@@ -182,6 +236,7 @@ class ActiveStream:
     id: str
     request: SynthesisRequest
     buffer: AheadBuffer
+    framer: PcmFramer
     playing: asyncio.Event = field(default_factory=asyncio.Event)  # cleared while paused
     task: asyncio.Task[None] | None = None
     samples_sent: int = 0
@@ -215,7 +270,7 @@ class ReadStreamSession:
         self._max_text_chars = max_text_chars
         self._min_speed = min_speed
         self._max_speed = max_speed
-        self._framer = PcmFramer(synth.sample_rate, frame_ms)
+        self._frame_ms = frame_ms
         self._ahead_samples = max(1, int(max_ahead_s * synth.sample_rate))
         self._send_lock = asyncio.Lock()
         self._closed = False
@@ -277,10 +332,13 @@ class ReadStreamSession:
             return
         try:
             request = self._parse_start(message)
+            framer = self._parse_format(message)
         except APIError as err:
             await self._error(err)
             return
-        s = ActiveStream(id=uuid.uuid4().hex[:16], request=request, buffer=AheadBuffer(self._ahead_samples))
+        s = ActiveStream(
+            id=uuid.uuid4().hex[:16], request=request, buffer=AheadBuffer(self._ahead_samples), framer=framer
+        )
         s.playing.set()
         self.stream = s
         await self._send_json(
@@ -288,9 +346,9 @@ class ReadStreamSession:
                 "type": "started",
                 "stream_id": s.id,
                 "sample_rate": self._synth.sample_rate,
-                "encoding": self._framer.encoding,
+                "encoding": s.framer.encoding,
                 "channels": CHANNELS,
-                "frame_samples": self._framer.frame_samples,
+                "frame_samples": s.framer.frame_samples,
                 "voice": request.voice,
                 "language": request.language,
                 "speed": request.speed,
@@ -328,17 +386,37 @@ class ReadStreamSession:
             raise bad_request(
                 "invalid_speed", f"speed must be a number from {self._min_speed} to {self._max_speed}"
             )
+        flags = {}
+        for name in ("normalize", "word_marks"):
+            value = message.get(name)
+            if value is not None and not isinstance(value, bool):
+                raise bad_request(f"invalid_{name}", f"{name} must be true or false")
+            flags[name] = value
         if self._synth.state is not ModelState.READY:
             raise engine_unavailable("tts")
         try:
             return self._synth.resolve(
-                SynthesisRequest(text=text, voice=voice, language=language, speed=float(speed))
+                SynthesisRequest(
+                    text=text,
+                    voice=voice,
+                    language=language,
+                    speed=float(speed),
+                    normalize=flags["normalize"] is not False,
+                    timings=flags["word_marks"] is True,
+                )
             )
         except Exception as exc:
             err = from_engine_error(exc)
             if err is None:
                 raise
             raise err from exc
+
+    def _parse_format(self, message: dict[str, Any]) -> PcmFramer:
+        fmt = message.get("format")
+        fmt = "pcm" if fmt is None else fmt
+        if fmt not in FRAMERS:
+            raise bad_request("invalid_format", "format must be one of: " + ", ".join(FRAMERS))
+        return FRAMERS[fmt](self._synth.sample_rate, self._frame_ms)
 
     async def _on_pause(self, _: dict[str, Any]) -> None:
         s = self._controllable()
@@ -388,10 +466,11 @@ class ReadStreamSession:
                 if isinstance(item, _Failed):
                     await self._gated(s, self._stream_error(s, item.error))
                     return
-                for out in render(item, self._framer, s.id, base):
+                # Encoding (Opus) is CPU work: a sentence's frames are made in a worker thread, then sent.
+                for out in await asyncio.to_thread(list, render(item, s.framer, s.id, base)):
                     await self._gated(s, out)
                 base += len(item.pcm) // 2
-            for frame in self._framer.flush():
+            for frame in await asyncio.to_thread(list, s.framer.flush()):
                 await self._gated(s, frame)
             await self._gated(s, None)
         except ConnectionGone:
@@ -414,6 +493,7 @@ class ReadStreamSession:
             try:
                 await asyncio.wait([producer])
             finally:
+                s.framer.close()
                 if self.stream is s:
                     self.stream = None
                 if gauge is not None:
@@ -448,7 +528,8 @@ class ReadStreamSession:
                         {"type": "complete", **self._position(s), "sentences": s.sentences_synthesized}
                     )
                 elif isinstance(item, Frame):
-                    await self._send_bytes_locked(item.data)
+                    if item.data:  # an encoder may hold a frame's bytes until the next one
+                        await self._send_bytes_locked(item.data)
                     s.samples_sent += item.samples
                     await s.buffer.release(item.samples)
                 else:

@@ -3,13 +3,17 @@ and the HTTP routes hand each format out with the right Content-Type, chunked wh
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import time
+from typing import Any
 
 import av
 import httpx
 import numpy as np
 import pytest
+import websockets
 
 from gateway.audio.encode import CONTENT_TYPES, encode
 from gateway.audio.stream_encode import StreamEncoder
@@ -224,3 +228,68 @@ def test_unstreamable_input_is_a_clean_error(client: httpx.Client) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "nothing_to_say"
     r = client.post("/v1/audio/speech", json={**body, "input": "hi", "response_format": "ogg"})
     assert r.status_code == 422
+
+
+# -- /read/stream with format "opus" ----------------------------------------------------------------------
+
+WS_TEXT = "Slow networks get Opus. Pausing keeps every sample. The end comes last."
+
+
+async def _ws_events(ws: Any, until: str) -> tuple[list[dict[str, Any]], bytearray]:
+    events: list[dict[str, Any]] = []
+    audio = bytearray()
+    async with asyncio.timeout(120):
+        while True:
+            message = await ws.recv()
+            if isinstance(message, bytes):
+                audio += message
+                continue
+            events.append(json.loads(message))
+            if events[-1]["type"] in (until, "error"):
+                return events, audio
+
+
+async def test_read_stream_opus_pauses_exactly_and_decodes_to_the_same_audio(
+    gateway: ServerProcess, reference_ws_pcm: bytes
+) -> None:
+    async with websockets.connect(gateway.ws_url + "/read/stream", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "text": WS_TEXT, "format": "opus"}))
+        started = json.loads(await ws.recv())
+        assert started["type"] == "started" and started["encoding"] == "ogg_opus"
+        assert started["sample_rate"] == RATE
+        first = await ws.recv()
+        while not isinstance(first, bytes):  # the sentence mark comes before its audio
+            assert json.loads(first)["type"] == "mark"
+            first = await ws.recv()
+        assert first[:4] == b"OggS"
+        await ws.send(json.dumps({"type": "pause"}))
+        events, audio = await _ws_events(ws, "paused")
+        paused = events[-1]
+        # Nothing leaves while paused: the next message after `resume` is `resumed`, at the same position.
+        await ws.send(json.dumps({"type": "resume"}))
+        resumed = json.loads(await ws.recv())
+        assert resumed["type"] == "resumed" and resumed["samples_sent"] == paused["samples_sent"]
+        events, rest = await _ws_events(ws, "complete")
+        done = events[-1]
+    data = first + audio + rest
+    assert done["type"] == "complete" and done["samples_sent"] == len(reference_ws_pcm) // 2
+    samples, rate, container, codec = _decode(bytes(data))
+    assert (container, codec) == ("ogg", "opus")
+    samples = _resampled(samples, rate)
+    assert samples.size == len(reference_ws_pcm) // 2  # Ogg pre-skip and end trimming give the exact length
+    _similar(reference_ws_pcm, samples, lossless=False)
+
+
+async def test_read_stream_rejects_unknown_format_and_stays_usable(gateway: ServerProcess) -> None:
+    async with websockets.connect(gateway.ws_url + "/read/stream", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "text": "Hi.", "format": "mp3"}))
+        error = json.loads(await ws.recv())
+        assert error["type"] == "error" and error["code"] == "invalid_format" and "opus" in error["message"]
+        await ws.send(json.dumps({"type": "start", "text": "Hi there.", "format": "pcm"}))
+        events, audio = await _ws_events(ws, "complete")
+        assert events[0]["encoding"] == "pcm_s16le" and events[-1]["samples_sent"] * 2 == len(audio)
+
+
+@pytest.fixture(scope="module")
+def reference_ws_pcm(client: httpx.Client) -> bytes:
+    return client.post("/read", json={"text": WS_TEXT, "response_format": "pcm"}).content

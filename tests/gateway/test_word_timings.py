@@ -3,10 +3,12 @@ same audio (faster-whisper's word timestamps), with character offsets into the O
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import difflib
 import io
 import itertools
+import json
 import re
 import statistics
 from typing import Any
@@ -15,6 +17,7 @@ import av
 import httpx
 import numpy as np
 import pytest
+import websockets
 
 from tests.support import ServerProcess, decode_wav
 
@@ -176,3 +179,56 @@ def test_timings_off_by_default_and_audio_unchanged(client: httpx.Client) -> Non
 def _seconds(stamp: str) -> float:
     h, m, s = stamp.split(":")
     return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+async def test_read_stream_word_marks_come_just_before_their_audio(
+    gateway: ServerProcess, client: httpx.Client
+) -> None:
+    text = "Word marks follow the voice. It costs $3.5 million, Dr. Lee said."
+    timed = _timed(client, text, response_format="pcm")
+    async with websockets.connect(gateway.ws_url + "/read/stream", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "text": text, "word_marks": True}))
+        received = 0
+        marks: list[dict[str, Any]] = []
+        async with asyncio.timeout(120):
+            while True:
+                message = await ws.recv()
+                if isinstance(message, bytes):
+                    # Every mark announced so far starts in this frame or an earlier one: none comes late...
+                    assert all(m["sample_offset"] < received + len(message) // 2 for m in marks)
+                    received += len(message) // 2
+                    continue
+                event = json.loads(message)
+                if event["type"] == "mark" and event["kind"] == "word":
+                    # ...and none comes early: it goes out right before the frame holding its first sample.
+                    assert event["sample_offset"] >= received
+                    marks.append(event)
+                if event["type"] in ("complete", "error"):
+                    assert event["type"] == "complete", event
+                    break
+    assert [m["word"] for m in marks] == [w["word"] for w in timed["words"]]
+    for m, w in zip(marks, timed["words"], strict=True):
+        assert text[m["char_start"] : m["char_end"]] == m["word"]
+        assert abs(m["sample_offset"] / 24000 - w["start"]) <= 2e-3
+        assert m["sample_end"] > m["sample_offset"]
+        assert m.get("spoken") == w.get("spoken")
+    money = next(m for m in marks if m["word"] == "$3.5 million")
+    assert money["spoken"] == "three point five million dollars"
+    # The marks' positions are the same timeline as the audio: they match POST /read's timings.
+    assert abs(received / 24000 - timed["duration"]) <= 1e-3
+
+
+async def test_read_stream_sends_sentence_marks_only_unless_asked(gateway: ServerProcess) -> None:
+    async with websockets.connect(gateway.ws_url + "/read/stream", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "text": "One. Two."}))
+        kinds = []
+        async with asyncio.timeout(120):
+            while True:
+                message = await ws.recv()
+                if isinstance(message, str):
+                    event = json.loads(message)
+                    if event["type"] == "mark":
+                        kinds.append(event["kind"])
+                    if event["type"] == "complete":
+                        break
+    assert kinds == ["sentence", "sentence"]
