@@ -21,6 +21,7 @@ from gateway.security.auth import KEY_SCOPE
 log = logging.getLogger(__name__)
 
 WS_GOING_AWAY = 1001
+WS_INTERNAL_ERROR = 1011
 WS_TRY_AGAIN_LATER = 1013
 
 # Route prefix -> the `kind` label shared with voice_gateway_active_streams.
@@ -98,6 +99,7 @@ class Connection:
     opened: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     accepted: bool = False
+    close_sent: bool = False
     closed_by_gateway: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -190,12 +192,21 @@ class WebSocketGuard:
                 raise GatewayClosed(f"closed by the gateway ({conn.closed_by_gateway})")
             if message["type"] == "websocket.accept":
                 conn.accepted = True
+            elif message["type"] == "websocket.close":
+                conn.close_sent = True
             conn.last_activity = time.monotonic()
             await send(message)
 
         self.registry.add(conn)
         try:
             await self.app(scope, guarded_receive, guarded_send)
+        except Exception:
+            if not conn.accepted or conn.close_sent or conn.closed_by_gateway is not None:
+                raise
+            # A session bug must still end in a close frame with a code, not a dropped TCP connection.
+            log.exception("websocket session failed", extra={"path": path})
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": WS_INTERNAL_ERROR, "reason": "internal error"})
         finally:
             self.registry.discard(conn)
             self.limiter.release(kind, key)
