@@ -184,6 +184,7 @@ class BackendClient:
         self._model_id = config.model
         self._served: tuple[str, ...] = ()
         self._first_refused: float | None = None
+        self._poll_failures = 0
         self._poller: asyncio.Task[None] | None = None
         self._ready_callbacks: list[Callable[[], Any]] = []
         self._started = False
@@ -208,6 +209,15 @@ class BackendClient:
     def on_ready(self, callback: Callable[[], Any]) -> None:
         """Run `callback` (sync or async) every time the backend becomes ready (e.g. register voices)."""
         self._ready_callbacks.append(callback)
+
+    def _degrade(self, state: ModelState, detail: str) -> None:
+        """A failed poll. One slow or failed poll of a ready server (a busy CPU, a GC pause) must not fail
+        requests that would succeed: a ready backend leaves READY only on the second failure in a row."""
+        self._poll_failures += 1
+        if self._state is ModelState.READY and self._poll_failures < 2:
+            log.info("health poll of %s failed once: %s", self.name, detail)
+            return
+        self._set_state(state, detail)
 
     def _set_state(self, state: ModelState, detail: str | None) -> None:
         if state is not self._state:
@@ -250,7 +260,7 @@ class BackendClient:
         `{"reason":"No engine initialized"}` = still loading; 503 `{"status":"unhealthy"}` = engine dead.
         /v1/models: `{"object":"list","data":[{"id":"<served name>",...}]}`; the id is what `model` must name.
         """
-        short = httpx.Timeout(self.config.connect_timeout, read=max(2.0, self.config.connect_timeout))
+        short = httpx.Timeout(self.config.connect_timeout, read=max(5.0, self.config.connect_timeout))
         try:
             health = await self.http.get("/health", timeout=short)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -259,15 +269,15 @@ class BackendClient:
                 self._first_refused = now
             if now - self._first_refused < self.config.load_grace:
                 # vLLM binds the port before the stages load and listens only when they are ready.
-                self._set_state(ModelState.LOADING, f"connection refused: the server is starting ({exc})")
+                self._degrade(ModelState.LOADING, f"connection refused: the server is starting ({exc})")
             else:
-                self._set_state(
+                self._degrade(
                     ModelState.UNAVAILABLE,
                     f"connection refused for {now - self._first_refused:.0f} s: {exc}",
                 )
             return
         except httpx.HTTPError as exc:
-            self._set_state(ModelState.UNAVAILABLE, f"/health failed: {exc.__class__.__name__}: {exc}")
+            self._degrade(ModelState.UNAVAILABLE, f"/health failed: {exc.__class__.__name__}: {exc}")
             return
         self._first_refused = None
         if health.status_code == 503:
@@ -279,7 +289,7 @@ class BackendClient:
             )
             return
         if health.status_code != 200:
-            self._set_state(ModelState.UNAVAILABLE, f"/health answered {health.status_code}")
+            self._degrade(ModelState.UNAVAILABLE, f"/health answered {health.status_code}")
             return
         try:
             models = await self.http.get("/v1/models", timeout=short)
@@ -287,7 +297,7 @@ class BackendClient:
                 str(m["id"]) for m in models.json().get("data", []) if isinstance(m, dict) and "id" in m
             )
         except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
-            self._set_state(ModelState.UNAVAILABLE, f"/v1/models failed: {exc.__class__.__name__}")
+            self._degrade(ModelState.UNAVAILABLE, f"/v1/models failed: {exc.__class__.__name__}")
             return
         self._served = served
         chosen, problem = pick_model(served, self.config.model, self.config.model_hint)
@@ -307,9 +317,21 @@ class BackendClient:
                     log.warning("start-up step for %s failed: %s", self.name, exc)
                     self._set_state(ModelState.UNAVAILABLE, f"start-up step failed: {exc}")
                     return
+        self._poll_failures = 0
         self._set_state(ModelState.READY, None)
 
     # -- requests ----------------------------------------------------------------------------
+    def check_usable(self, component: str) -> None:
+        """Fail fast where a request cannot succeed: the model is loading (connections are refused) or the
+        configuration is wrong. An UNAVAILABLE backend is still tried: the breaker decides, and a success
+        brings it back at once instead of at the next poll."""
+        if self._state in (ModelState.LOADING, ModelState.FAILED):
+            code = "backend_loading" if self._state is ModelState.LOADING else "backend_unavailable"
+            state = self._state.value
+            raise unavailable(
+                self.name, f"the {self.name} backend ({component}) is {state}: {self._detail}", code
+            )
+
     def _admit(self) -> None:
         if not self.breaker.allow():
             self.stats.count("rejected")
@@ -338,9 +360,10 @@ class BackendClient:
 
     def record_success(self) -> None:
         self.breaker.success()
-        if self._state is not ModelState.READY and self._model_id:
+        if self._state is ModelState.UNAVAILABLE and self._model_id:
             # A request got through: the server is up even if the poller has not noticed yet.
-            self._first_refused = None
+            self._poll_failures = 0
+            self._set_state(ModelState.READY, None)
 
     @contextlib.asynccontextmanager
     async def stream(

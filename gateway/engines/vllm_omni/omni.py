@@ -26,7 +26,7 @@ from gateway.engines.base import (
 )
 from gateway.engines.languages import NAMES, normalize_language
 from gateway.engines.vllm_omni.audio import PcmJoiner
-from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer, unavailable
+from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer
 from gateway.engines.vllm_omni.protocol import (
     ASR_INSTRUCTION,
     DONE,
@@ -45,15 +45,6 @@ from gateway.engines.vllm_omni.protocol import (
 log = logging.getLogger(__name__)
 
 ASR_RATE = 16000  # the Omni processor resamples audio input to 16 kHz (fact sheet §2): send it at that rate
-
-
-def _require_ready(backend: BackendClient, component: str) -> None:
-    if backend.state is not ModelState.READY:
-        detail = backend.detail or backend.state.value
-        code = "backend_loading" if backend.state is ModelState.LOADING else "backend_unavailable"
-        raise unavailable(
-            backend.name, f"the {backend.name} backend ({component}) is not ready: {detail}", code
-        )
 
 
 class VllmOmniTranscriber:
@@ -96,7 +87,7 @@ class VllmOmniTranscriber:
         return code
 
     async def transcribe(self, samples: object, language: str | None = None) -> Transcription:
-        _require_ready(self.backend, "asr")
+        self.backend.check_usable("asr")
         code = self.check_language(language)
         array = np.asarray(samples, dtype=np.float32)
         duration = array.size / ASR_RATE
@@ -205,7 +196,7 @@ class VllmOmniResponder:
         return wanted if wanted in OMNI_SPEAKERS else self._speaker
 
     async def respond(self, request: ConversationRequest) -> AsyncIterator[ResponseEvent]:
-        _require_ready(self.backend, "omni")
+        self.backend.check_usable("omni")
         b64 = None
         if request.audio is not None:
             samples = np.asarray(request.audio, dtype=np.float32)

@@ -36,7 +36,7 @@ from gateway.engines.base import (
 )
 from gateway.engines.languages import NAMES, normalize_language
 from gateway.engines.vllm_omni.audio import PcmJoiner, change_tempo
-from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer, unavailable
+from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer
 from gateway.engines.vllm_omni.protocol import BACKEND_SAMPLE_RATE, QWEN_TTS_LANGUAGES, speech_request
 
 log = logging.getLogger(__name__)
@@ -294,12 +294,7 @@ class VllmOmniSynthesizer:
         return pcm, time.perf_counter() - t0
 
     async def stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisChunk]:
-        if self.state is not ModelState.READY:
-            raise unavailable(
-                "tts",
-                f"the TTS backend is {self.state.value}: {self.backend.detail or ''}".rstrip(": "),
-                "backend_loading" if self.state is ModelState.LOADING else "backend_unavailable",
-            )
+        self.backend.check_usable("tts")
         spans = split_sentences(request.text, self._max_sentence_chars)
         # Pipelining: later sentences are requested while earlier ones are handed out, hiding the server's
         # time to first audio between sentences. The first sentence goes alone, so it does not share the
