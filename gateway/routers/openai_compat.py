@@ -16,7 +16,7 @@ from gateway.engines.registry import Engines
 from gateway.errors import APIError
 from gateway.routers.uploads import read_upload
 from gateway.schemas import OpenAISpeechRequest
-from gateway.services.speech import check_text, synthesize
+from gateway.services.speech import check_text, resolve, synthesize
 from gateway.services.speech_output import audio_stream, timed_body, webvtt, word_timeline
 from gateway.services.transcription import transcribe_upload
 
@@ -76,7 +76,8 @@ async def speech(
     text = check_text(body.input, settings.max_text_chars)
     voice = "default" if body.voice.lower() in OPENAI_VOICES else body.voice
     synth = engines.synthesizer
-    request = synth.resolve(
+    request = resolve(
+        synth,
         SynthesisRequest(
             text=text,
             voice=voice,
@@ -84,7 +85,7 @@ async def speech(
             speed=body.speed,
             normalize=body.normalize,
             timings=body.output != "audio",
-        )
+        ),
     )
     if body.output == "audio" and body.stream:
         chunks = await audio_stream(synth, request, body.response_format, metrics)

@@ -11,7 +11,7 @@ from gateway.audio.encode import CONTENT_TYPES, encode
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
 from gateway.engines.base import SynthesisRequest
 from gateway.schemas import BatchRequest, ReadRequest
-from gateway.services.speech import check_text, synthesize
+from gateway.services.speech import check_text, resolve, synthesize
 from gateway.services.speech_output import timed_body, webvtt, word_timeline
 
 router = APIRouter(tags=["read-aloud"])
@@ -24,7 +24,8 @@ async def _speak(
 ) -> Response:
     text = check_text(body.text, settings.max_text_chars)
     synth = engines.synthesizer
-    request = synth.resolve(
+    request = resolve(
+        synth,
         SynthesisRequest(
             text=text,
             voice=body.voice,
@@ -32,7 +33,7 @@ async def _speak(
             speed=body.speed,
             normalize=body.normalize,
             timings=body.output != "audio",
-        )
+        ),
     )
     result = await synthesize(synth, request, metrics)
     if body.output == "json":

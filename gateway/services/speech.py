@@ -45,6 +45,13 @@ def check_text(text: str, max_chars: int) -> str:
     return text
 
 
+def resolve(synth: Synthesizer, request: SynthesisRequest) -> SynthesisRequest:
+    """The engine's validation, keeping the gateway-level flags (normalize, timings) whatever the engine
+    copies over."""
+    resolved = synth.resolve(request)
+    return replace(resolved, normalize=request.normalize, timings=request.timings)
+
+
 async def normalize_request(request: SynthesisRequest) -> tuple[SynthesisRequest, NormalizedText]:
     """Text normalization for every engine: the engine gets the spoken form, the map leads back."""
     if not request.normalize:

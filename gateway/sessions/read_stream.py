@@ -31,7 +31,7 @@ from gateway.audio.stream_encode import StreamEncoder
 from gateway.engines.base import ModelState, SynthesisChunk, SynthesisRequest, Synthesizer
 from gateway.errors import APIError, bad_request, engine_unavailable, from_engine_error
 from gateway.metrics import Metrics
-from gateway.services.speech import check_text, stream_speech
+from gateway.services.speech import check_text, resolve, stream_speech
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,8 @@ class ReadStreamSession:
         if self._synth.state is not ModelState.READY:
             raise engine_unavailable("tts")
         try:
-            return self._synth.resolve(
+            return resolve(
+                self._synth,
                 SynthesisRequest(
                     text=text,
                     voice=voice,
@@ -403,7 +404,7 @@ class ReadStreamSession:
                     speed=float(speed),
                     normalize=flags["normalize"] is not False,
                     timings=flags["word_marks"] is True,
-                )
+                ),
             )
         except Exception as exc:
             err = from_engine_error(exc)
@@ -448,8 +449,11 @@ class ReadStreamSession:
             return
         await self._send_json({"type": "cancelled", **self._position(s)})
 
-    async def _on_ping(self, _: dict[str, Any]) -> None:
-        await self._send_json({"type": "pong", "state": self.state})
+    async def _on_ping(self, message: dict[str, Any]) -> None:
+        pong: dict[str, Any] = {"type": "pong", "state": self.state}
+        if "id" in message:  # lets a client match answers and measure round trips
+            pong["id"] = message["id"]
+        await self._send_json(pong)
 
     # -- the stream --------------------------------------------------------------------------------
     async def _run(self, s: ActiveStream) -> None:
