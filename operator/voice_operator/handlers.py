@@ -100,7 +100,12 @@ async def on_update(body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def on_resume(body: kopf.Body, **_: Any) -> None:
-    await _run(body, "resume", prune=True)
+    # Re-apply everything (drift while the operator was away), but prune only when the spec changed since
+    # the last reconcile: pruning lists every child kind in the namespace, the costly part of a restart
+    # with hundreds of resources.
+    status = body.get("status") or {}
+    spec_changed = status.get("observedGeneration") != body["metadata"].get("generation")
+    await _run(body, "resume", prune=spec_changed)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
