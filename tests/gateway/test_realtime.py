@@ -222,3 +222,49 @@ async def test_sdk_transcription_session_produces_the_spoken_words(gateway: Serv
     assert deltas, "no transcript deltas"
     assert "".join(deltas).split() == completed.transcript.split()
     assert not [e for e in log if e.type.startswith("response.")]
+
+
+async def test_sdk_barge_in_with_server_vad_cancels_the_reply_and_answers_the_new_turn(
+    gateway: ServerProcess,
+) -> None:
+    first_q = await aspoken(gateway.url, "Tell me a long story about the ocean and its creatures.")
+    second_q = await aspoken(gateway.url, "Stop. How many days are in a week?")
+    async with client_for(gateway).realtime.connect(model="gpt-realtime") as conn:
+        await until(conn, "session.created")
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "transcription": {"model": "whisper-1"},
+                        "turn_detection": {
+                            "type": "server_vad",
+                            "silence_duration_ms": 500,
+                            "create_response": True,
+                            "interrupt_response": True,
+                        },
+                    }
+                },
+            }
+        )
+        await until(conn, "session.updated")
+        await append(conn, silence(0.3) + first_q + silence(0.8))
+        first: list[Any] = []
+        await until(conn, "response.output_audio.delta", first)
+        created = next(e for e in first if e.type == "response.created")
+        # The user talks over the reply: the VAD hears it, the reply stops, the new turn is answered.
+        await append(conn, second_q + silence(0.8))
+        log: list[Any] = []
+        cancelled = await until(conn, "response.done", log)
+        assert cancelled.response.id == created.response.id
+        assert cancelled.response.status == "cancelled"
+        assert cancelled.response.status_details.reason == "turn_detected"
+        assert "input_audio_buffer.speech_started" in [e.type for e in log]
+        kept = cancelled.response.output[0].content[0].transcript or ""
+        streamed = "".join(e.delta for e in first + log if e.type == "response.output_audio_transcript.delta")
+        assert len(kept) <= len(streamed.strip())  # only what was sent stays in the conversation
+        transcript = await until(conn, "conversation.item.input_audio_transcription.completed")
+        assert wer("Stop. How many days are in a week?", transcript.transcript) <= 0.3, transcript.transcript
+        second = await until(conn, "response.created")
+        assert second.response.id != created.response.id
+        await until(conn, "response.output_audio.delta")

@@ -207,6 +207,8 @@ def test_truncate_keeps_only_heard_words_by_sentence_timing() -> None:
     item.truncate(0, 1500)  # a quarter into the second sentence
     assert item.content[0].transcript == "The sky is blue. Grass"
     assert item.content[0].audio_ms == 1500
+    item.truncate(0, 1200)  # again, shorter: "Grass" (1000-1500 ms now) is not half heard by 1200 ms
+    assert item.content[0].transcript == "The sky is blue."
     item.truncate(0, 700)  # inside the first sentence: its last word is not yet half heard
     assert item.content[0].transcript == "The sky is"
 
@@ -319,3 +321,20 @@ def test_dialects() -> None:
     assert not wants_beta({}, ["realtime"])
     err = Wire.error(RealtimeError("item_not_found", "nope", param="item_id", event_id="ev_1"))
     assert err["error"]["event_id"] == "ev_1" and err["code"] == "item_not_found"
+
+
+def test_the_engine_history_holds_only_the_heard_part_after_truncation() -> None:
+    from gateway.sessions.realtime.session import ItemHistory
+
+    store = ItemStore()
+    store.add(Item("item_u", "user", [ContentPart("input_audio", transcript="Tell me about the sea.")]))
+    text = "The sea is vast. It covers most of the planet."
+    store.add(assistant_item(text, [SpokenSpan(0, 1200, 0, 16), SpokenSpan(1200, 3000, 17, len(text))], 3000))
+    store.add(Item("item_x", "assistant", [], status="in_progress"))  # a reply being made is not history yet
+    store.get("item_a").truncate(0, 1200)
+    history = ItemHistory(store, max_tokens=1024).messages("Be brief.")
+    assert [(m.role, m.content) for m in history] == [
+        ("system", "Be brief."),
+        ("user", "Tell me about the sea."),
+        ("assistant", "The sea is vast."),
+    ]

@@ -49,7 +49,7 @@ class SpokenSpan:
 
 def _word_bounds(text: str, start: int, end: int) -> list[tuple[int, int]]:
     bounds: list[tuple[int, int]] = []
-    i = start
+    i, end = start, min(end, len(text))
     while i < end:
         while i < end and text[i].isspace():
             i += 1
@@ -160,8 +160,17 @@ class Item:
                 param="audio_end_ms",
             )
         transcript = part.transcript or ""
-        part.transcript = transcript[: heard_offset(transcript, part.spans, audio_end_ms)].rstrip()
-        part.spans = [s for s in part.spans if s.start_ms < audio_end_ms]
+        cut = heard_offset(transcript, part.spans, audio_end_ms)
+        part.transcript = transcript[:cut].rstrip()
+        # The sentence cut in two now ends where the cut is, in time and in text, so a later, shorter
+        # truncation maps its time onto the words that remain.
+        part.spans = [
+            s
+            if s.end_ms <= audio_end_ms
+            else SpokenSpan(s.start_ms, audio_end_ms, s.text_start, max(s.text_start, cut))
+            for s in part.spans
+            if s.start_ms < audio_end_ms
+        ]
         part.audio_ms = float(audio_end_ms)
 
 

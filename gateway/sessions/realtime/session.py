@@ -229,6 +229,8 @@ class RealtimeConnection:
             self._decoder = InputDecoder(cfg.input_format, self.rate)
         if cfg.output_format != self.config.output_format:
             self._encoder = OutputEncoder(cfg.output_format, self.rate)
+        if self._captions is not None and cfg.transcription is not None:
+            self._captions.language = cfg.transcription.language
         self.core.speak = "audio" in cfg.output_modalities  # for replies server VAD starts
         self.config = cfg
 
@@ -586,18 +588,20 @@ class RealtimeConnection:
             return event.text.strip(), []
         text = ""
         spans: list[SpokenSpan] = []
-        at = 0.0
+        at = 0.0  # the item's audio is the sent audio: whole sentences, then at most one cut short
         for seg in segments:
             if seg.sent_samples <= 0:
                 break
             words = (seg.text or "").strip()
-            full_ms = seg.total_samples * 1000 / self.rate
+            ms = min(seg.sent_samples, seg.total_samples) * 1000 / self.rate
             if text and words:
                 text += " "
             start = len(text)
             text += words
-            spans.append(SpokenSpan(at, at + full_ms, start, len(text)))
-            at += full_ms
+            spans.append(SpokenSpan(at, at + ms, start, len(text)))
+            at += ms
+            if seg.sent_samples < seg.total_samples:
+                break
         # The kept text of an interrupted reply is the core's: it cut the last sentence where audio stopped.
         kept = event.text.strip()
         if kept and len(kept) < len(text) and text.startswith(kept):
