@@ -115,7 +115,9 @@ class VoiceConnection:
                 if isinstance(message, bytes):
                     await self.ws.send_bytes(message)
                 else:
-                    await self.ws.send_json(message)
+                    # ASCII-escaped: an echoed client string (a ping id) may hold a lone surrogate, which
+                    # UTF-8 cannot encode; that used to drop the connection (bench/fuzz_ws.py).
+                    await self.ws.send_text(json.dumps(message, separators=(",", ":")))
         except Exception:  # the client is gone; the receive loop sees the disconnect and cleans up
             self._gone = True
 
