@@ -85,6 +85,12 @@ def test_chunker_yields_the_splitter_sentences_while_tokens_stream() -> None:
     assert [s for _, s in seen] == [span.text for span in split_sentences(text)]
     # Each sentence is released one token after it ends, not at the end of the reply.
     assert [i for i, _ in seen][:3] == [5, 8, 10]
+    # The first chunk may be a clause of a long first sentence; "1,000" is no clause boundary.
+    chunker = SentenceChunker(first_clause_chars=30)
+    text = "It costs 1,000 dollars at the main market, or less online, they say. Really."
+    tokens = text.split(" ")
+    got = [s for i, t in enumerate(tokens) for s in chunker.feed(t if i == 0 else " " + t)] + chunker.flush()
+    assert got == ["It costs 1,000 dollars at the main market,", "or less online, they say.", "Really."]
     assert speakable("**Sure!** Here is `code` and [a link](http://x).") == "Sure! Here is code and ."
 
 
