@@ -351,29 +351,42 @@ def gateway_dashboard() -> dict[str, Any]:
         7,
     )
 
-    def var(name: str, label: str, query: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "label": label,
-            "type": "query",
-            "datasource": DS,
-            "definition": query,
-            "query": {"query": query, "refId": f"{name}-var"},
-            "refresh": 2,
-            "includeAll": True,
-            "multi": True,
-            "allValue": ".*",
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "sort": 1,
-        }
-
-    return {
-        "uid": "voice-gateway-overview",
-        "title": "Voice Gateway / Overview",
-        "description": (
+    return _dashboard(
+        uid="voice-gateway-overview",
+        title="Voice Gateway / Overview",
+        description=(
             "AetherPro Omni Voice Gateway: traffic, errors, latency, audio generation, streams, GPU "
             "and model-server health."
         ),
+        variable_metric="voice_gateway_requests_total",
+        panels=L.panels,
+    )
+
+
+def _var(name: str, label: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-var"},
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+    }
+
+
+def _dashboard(
+    uid: str, title: str, description: str, variable_metric: str, panels: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
         "tags": ["voice-gateway", "aetherpro", "tts", "asr"],
         "timezone": "browser",
         "editable": True,
@@ -383,7 +396,16 @@ def gateway_dashboard() -> dict[str, Any]:
         "version": 1,
         "time": {"from": "now-1h", "to": "now"},
         "annotations": {"list": []},
-        "links": [],
+        "links": [
+            {
+                "title": "Voice Gateway dashboards",
+                "type": "dashboards",
+                "tags": ["voice-gateway"],
+                "asDropdown": True,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
         "templating": {
             "list": [
                 {
@@ -394,19 +416,162 @@ def gateway_dashboard() -> dict[str, Any]:
                     "current": {},
                     "hide": 0,
                 },
-                var("namespace", "Namespace", "label_values(voice_gateway_requests_total, namespace)"),
-                var(
+                _var("namespace", "Namespace", f"label_values({variable_metric}, namespace)"),
+                _var(
                     "instance",
                     "Instance",
-                    'label_values(voice_gateway_requests_total{namespace=~"$namespace"}, instance)',
+                    f'label_values({variable_metric}{{namespace=~"$namespace"}}, instance)',
                 ),
             ]
         },
-        "panels": L.panels,
+        "panels": panels,
     }
 
 
-DASHBOARDS = {"voice-gateway.json": gateway_dashboard}
+# The model servers' families (vLLM-Omni with --log-stats; `voice-gateway engine-server` exports the same
+# names in cpu mode). `job` is the Service's app.kubernetes.io/component (omni / tts), via the ServiceMonitor.
+MODEL_JOBS = 'job=~"omni|tts"'
+
+
+def model_servers_dashboard() -> dict[str, Any]:
+    L = Layout()
+    run_ = "vllm:omni_num_requests_running"
+    ok = "vllm:omni_requests_success_total"
+    e2e = "vllm:omni_e2e_request_latency_s"
+    ttfp = "vllm:omni_audio_ttfp_s"
+
+    L.row("Health")
+    L.add(
+        stat(
+            "Model servers up",
+            f"sum({q('up', MODEL_JOBS)}) / count({q('up', MODEL_JOBS)})",
+            "percentunit",
+            "Share of model-server targets Prometheus can scrape (alert: VoiceGatewayModelServerScrapeDown).",
+            [("red", None), ("orange", 0.5), ("green", 1)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "Requests running",
+            f"sum({q(run_)})",
+            "short",
+            "Requests being processed by the model servers right now.",
+            [("green", None)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "Finished requests / s",
+            f"sum(rate({q(ok)}[{RI}]))",
+            "reqps",
+            "Requests the model servers finished per second.",
+            [("green", None)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "Audio first packet p95",
+            hq(0.95, ttfp, "job").replace("sum by (job, le)", "sum by (le)"),
+            "s",
+            "95th percentile of the time to the first audio packet, all servers.",
+            [("green", None), ("orange", 1), ("red", 2.5)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        series(
+            "Scrape health by server",
+            [(f"max by (job, instance) ({q('up', MODEL_JOBS)})", "{{job}} {{instance}}")],
+            "short",
+            "1 when Prometheus scrapes the server; vLLM-Omni refuses connections while it loads its stages.",
+        ),
+        24,
+        6,
+    )
+
+    L.row("Load and latency")
+    L.add(
+        series(
+            "Requests running by server",
+            [(f"sum by (job) ({q(run_)})", "{{job}}")],
+            "short",
+            "vllm:omni_num_requests_running by model server.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Finished requests by reason",
+            [(f"sum by (job, finished_reason) (rate({q(ok)}[{RI}]))", "{{job}} {{finished_reason}}")],
+            "reqps",
+            "vllm:omni_requests_success_total rate by server and finish reason.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "End-to-end request latency",
+            [
+                (hq(0.5, e2e, "job"), "p50 {{job}}"),
+                (hq(0.95, e2e, "job"), "p95 {{job}}"),
+            ],
+            "s",
+            "vllm:omni_e2e_request_latency_s quantiles by server.",
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Time to first audio packet",
+            [
+                (hq(0.5, ttfp, "job"), "p50 {{job}}"),
+                (hq(0.95, ttfp, "job"), "p95 {{job}}"),
+            ],
+            "s",
+            "vllm:omni_audio_ttfp_s quantiles by server: what a listener waits before hearing anything.",
+        ),
+        12,
+        8,
+    )
+
+    L.row("Tokens")
+    L.add(
+        series(
+            "Token throughput",
+            [
+                (f"sum by (job) (rate({q('vllm:generation_tokens_total')}[{RI}]))", "generated {{job}}"),
+                (f"sum by (job) (rate({q('vllm:prompt_tokens_total')}[{RI}]))", "prompt {{job}}"),
+            ],
+            "short",
+            "Prompt and generated tokens per second (vLLM's counters; stage 0 is the Omni thinker).",
+        ),
+        24,
+        8,
+    )
+
+    return _dashboard(
+        uid="voice-gateway-model-servers",
+        title="Voice Gateway / Model servers",
+        description="The Qwen3-Omni and Qwen3-TTS model servers (vLLM-Omni, or the CPU engine-server): "
+        "health, load, latency, time to first audio and token throughput.",
+        variable_metric="vllm:omni_num_requests_running",
+        panels=L.panels,
+    )
+
+
+DASHBOARDS = {"voice-gateway.json": gateway_dashboard, "model-servers.json": model_servers_dashboard}
 
 
 def render() -> dict[Path, str]:

@@ -112,15 +112,26 @@ def crd_json_schema(crd: Obj) -> Obj:
     return conv(version["schema"]["openAPIV3Schema"])
 
 
-METRIC_RE = re.compile(r"\b(voice_gateway_[a-z_]+|vllm:[a-z_:]+|up)\b")
+METRIC_RE = re.compile(r"\b(voice_gateway_[a-z0-9_]+|vllm:[a-z0-9_:]+|up)\b")
 
 
 def gateway_metric_families() -> set[str]:
     """The metric names the gateway really exports (its own registry, with histogram/counter suffixes)."""
     from gateway.metrics import Metrics
 
+    return _names(Metrics().registry.collect())
+
+
+def engine_server_metric_families() -> set[str]:
+    """The vLLM-Omni metric names `voice-gateway engine-server` (cpu mode model servers) exports."""
+    from gateway.engine_server.app import ServerMetrics
+
+    return _names(ServerMetrics("omni", "tts").registry.collect())
+
+
+def _names(families: Any) -> set[str]:
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    for family in families:
         names.add(family.name)
         if family.type == "counter":
             names.add(family.name + "_total")

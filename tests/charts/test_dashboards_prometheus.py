@@ -28,6 +28,7 @@ from tests.charts.chart_tools import (
     CHART,
     MONITORING_APIS,
     REPO,
+    engine_server_metric_families,
     gateway_metric_families,
     metric_names,
     one,
@@ -104,16 +105,25 @@ def test_dashboard_covers_the_issue_panels() -> None:
         assert needle in titles, needle  # fmt: skip
 
 
+def _exported(title: str) -> set[str]:
+    """What the process behind a dashboard exports: the gateway, or the model servers (engine-server in cpu
+    mode exports vLLM-Omni's names); `up` comes from Prometheus itself."""
+    if title.startswith("model-servers:"):
+        return engine_server_metric_families() | {"up"}
+    return gateway_metric_families()
+
+
 @pytest.mark.parametrize(("title", "expr"), ALL_TARGETS, ids=[t for t, _ in ALL_TARGETS])
-def test_queries_use_only_metrics_the_gateway_exports(title: str, expr: str) -> None:
+def test_queries_use_only_metrics_that_are_exported(title: str, expr: str) -> None:
     used = metric_names(expr)
-    assert used and used <= gateway_metric_families(), f"{title}: {used - gateway_metric_families()}"
+    assert used and used <= _exported(title), f"{title}: {used - _exported(title)}"
 
 
 # ---- the live stack ---------------------------------------------------------------------------------------
 @dataclass
 class Stack:
     gateway: ServerProcess
+    engine_server: ServerProcess
     prometheus_url: str
     namespace: str
 
@@ -137,22 +147,63 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 def _traffic(url: str) -> int:
-    """Real requests: reads (audio generation), client errors, the informational routes.
+    """Real requests: reads (audio generation), client errors, the informational routes, twice, a scrape
+    apart (a labelled series is born on its first observation; rate() needs a later increase).
     Returns how many /read requests were sent."""
     reads = 0
+    texts = ("Metrics make the invisible visible.", "A second sentence. And a third one, longer.")
     with httpx.Client(base_url=url, timeout=60) as c:
-        for path in ("/health", "/models", "/config", "/languages"):
-            assert c.get(path).status_code == 200, path
-        for text in ("Metrics make the invisible visible.", "A second sentence. And a third one, longer.",
-                     "Prometheus scrapes the gateway every second."):  # fmt: skip
-            r = c.post("/read", json={"text": text})
-            assert r.status_code == 200, r.text
-            reads += 1
-        for bad in ({"text": ""}, {"nope": 1}):
-            assert 400 <= c.post("/read", json=bad).status_code < 500
-            reads += 1
-        assert c.get("/no-such-route").status_code == 404
+        for _ in range(2):
+            for path in ("/health", "/models", "/config", "/languages"):
+                assert c.get(path).status_code == 200, path
+            for text in texts:
+                r = c.post("/read", json={"text": text})
+                assert r.status_code == 200, r.text
+                reads += 1
+            for bad in ({"text": ""}, {"nope": 1}):
+                assert 400 <= c.post("/read", json=bad).status_code < 500
+                reads += 1
+            assert c.get("/no-such-route").status_code == 404
+            time.sleep(1.5)
     return reads
+
+
+def _model_server_traffic(url: str) -> int:
+    """vLLM-Omni API calls on the engine-server: speech (whole and streamed) and a short text chat turn.
+    Returns how many requests finished. Each kind runs twice, a scrape apart: a labelled series is born on
+    its first observation, so rate() needs a second one to see an increase."""
+    finished = 0
+    with httpx.Client(base_url=url, timeout=120) as c:
+        for round_ in range(2):
+            r = c.post("/v1/audio/speech", json={"input": f"The model server answers, round {round_}."})
+            assert r.status_code == 200, r.text
+            stream = {"input": "Streaming speech. Two sentences.", "stream": True, "response_format": "pcm"}
+            with c.stream("POST", "/v1/audio/speech", json=stream) as r:
+                assert r.status_code == 200
+                assert sum(len(b) for b in r.iter_bytes()) > 0
+            chat = {
+                "messages": [{"role": "user", "content": "Say hello."}],
+                "modalities": ["text"],
+                "max_tokens": 4,
+            }
+            r = c.post("/v1/chat/completions", json=chat)
+            assert r.status_code == 200, r.text
+            finished += 3
+            time.sleep(1.5)
+    return finished
+
+
+def _scrape_job(job: str, port: int, namespace: str, service: str) -> dict[str, Any]:
+    """A static scrape job with the labels the chart's ServiceMonitors attach in a cluster."""
+    return {
+        "job_name": job,  # the Service's app.kubernetes.io/component, through the ServiceMonitor's jobLabel
+        "static_configs": [
+            {
+                "targets": [f"127.0.0.1:{port}"],
+                "labels": {"namespace": namespace, "service": service, "pod": f"{service}-0"},
+            }
+        ],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +212,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("prometheus")
     env_path = os.pathsep.join(p for p in (str(FAKE_NVML), os.environ.get("PYTHONPATH", "")) if p)
     gateway = ServerProcess("serve", env={"PYTHONPATH": env_path})
+    engine = ServerProcess("engine-server")
     prom: subprocess.Popen[bytes] | None = None
     log = (tmp / "prometheus.log").open("wb")
     try:
         gateway.wait_ready()
+        engine.wait_ready()
         namespace = "voice-test"
         rules = one(template(*MONITORING_APIS), "PrometheusRule")["spec"]
         (tmp / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
@@ -172,20 +225,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(tmp / "rules.yaml")],
             "scrape_configs": [
-                {
-                    "job_name": "gateway",  # what the ServiceMonitor's jobLabel gives
-                    "static_configs": [
-                        {
-                            "targets": [f"127.0.0.1:{gateway.port}"],
-                            # the target labels the ServiceMonitor attaches in a cluster
-                            "labels": {
-                                "namespace": namespace,
-                                "service": "vg-gateway",
-                                "pod": "vg-gateway-0",
-                            },
-                        }
-                    ],
-                }
+                _scrape_job("gateway", gateway.port, namespace, "vg-gateway"),
+                # one engine-server plays both model servers (in a cluster: two Deployments)
+                _scrape_job("omni", engine.port, namespace, "vg-omni"),
+                _scrape_job("tts", engine.port, namespace, "vg-tts"),
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -195,23 +238,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        s = Stack(gateway, f"http://127.0.0.1:{port}", namespace)
+        s = Stack(gateway, engine, f"http://127.0.0.1:{port}", namespace)
         _wait(
             lambda: httpx.get(f"{s.prometheus_url}/-/ready", timeout=2).status_code == 200,
             30,
             "prometheus ready",
         )
-        _wait(lambda: s.query("up == 1"), 30, "first scrape")
+        _wait(lambda: len(s.query("up == 1")) == 3, 30, "first scrape of every target")
         time.sleep(2)  # a few samples before the traffic, so rate() sees the increase
         reads = _traffic(gateway.url)
-        _wait(
-            lambda: (
-                sum(float(r["value"][1]) for r in s.query('voice_gateway_requests_total{endpoint="/read"}'))
-                >= reads
-            ),
-            30,
-            "traffic scraped",
-        )
+        finished = _model_server_traffic(engine.url)
+
+        def scraped() -> bool:
+            read = s.query('sum(voice_gateway_requests_total{endpoint="/read"})')
+            done = s.query('sum(vllm:omni_requests_success_total{job="omni"})')
+            return (
+                bool(read and done)
+                and float(read[0]["value"][1]) >= reads
+                and (float(done[0]["value"][1]) >= finished)
+            )
+
+        _wait(scraped, 30, "traffic scraped")
         time.sleep(3)
         yield s
     finally:
@@ -224,6 +271,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 prom.wait()
         log.close()
         gateway.stop()
+        engine.stop()
 
 
 def _grafana_regex_escape(value: str) -> str:
@@ -257,7 +305,8 @@ def test_dashboard_variables_resolve(stack: Stack) -> None:
     for path in DASHBOARDS:
         values = _resolve_variables(stack, json.loads(path.read_text()))
         assert values["namespace"] == stack.namespace
-        assert _grafana_regex_escape(f"127.0.0.1:{stack.gateway.port}") in values["instance"]
+        process = stack.engine_server if path.stem == "model-servers" else stack.gateway
+        assert values["instance"] == _grafana_regex_escape(f"127.0.0.1:{process.port}")
 
 
 @pytest.mark.parametrize(("title", "expr"), ALL_TARGETS, ids=[t for t, _ in ALL_TARGETS])
@@ -267,12 +316,13 @@ def test_every_dashboard_query_returns_data(stack: Stack, title: str, expr: str)
     for name, val in _resolve_variables(stack, dashboard).items():
         q = q.replace(f"${name}", val)
     assert "$" not in q, q
-    exposition = httpx.get(stack.gateway.url + "/metrics", timeout=10).text
+    process = stack.engine_server if title.startswith("model-servers:") else stack.gateway
+    exposition = httpx.get(process.url + "/metrics", timeout=10).text
     families = {m for m in metric_names(expr) if m != "up"}
     silent = {f for f in families if not re.search(rf"^{f}(_bucket|_count|_sum|_total)?{{", exposition, re.M)}
     if silent:
         # the gateway declares the family but no code path has set it yet (e.g. tokens/s before LLM replies)
-        pytest.xfail(f"the gateway exports no sample of {sorted(silent)} yet")
+        pytest.xfail(f"{process.url} exports no sample of {sorted(silent)} yet")
     result = stack.query(q)
     assert result, f"{title}: no data for {q}"
     numbers = [float(r["value"][1]) for r in result]
