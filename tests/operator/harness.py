@@ -217,34 +217,59 @@ class Api:
 # ---------------------------------------------------------------- service account with the operator's rules
 
 
-def operator_kubeconfig(api: Api, server: str, path: Path) -> Path:
-    """A ServiceAccount bound to exactly rbac.cluster_rules() (the chart's ClusterRole), and a kubeconfig
-    with its token pointing at `server`."""
-    ns, name = "voice-operator-system", "voice-gateway-operator"
+def _bind(
+    api: Api,
+    role_kind: str,
+    role_name: str,
+    rules: list[Obj],
+    sa_ns: str,
+    sa: str,
+    namespace: str | None = None,
+) -> None:
+    """A (Cluster)Role with exactly `rules` and its binding to the ServiceAccount."""
+    binding_kind = f"{role_kind}Binding"
+    base = "/apis/rbac.authorization.k8s.io/v1"
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    meta: Obj = {"name": role_name, **({"namespace": namespace} if namespace else {})}
+    api.apply(
+        f"{base}{scope}/{role_kind.lower()}s/{role_name}",
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": role_kind, "metadata": meta, "rules": rules},
+    ).raise_for_status()
+    api.apply(
+        f"{base}{scope}/{binding_kind.lower()}s/{role_name}",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": binding_kind,
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}],
+        },
+    ).raise_for_status()
+
+
+def operator_kubeconfig(
+    api: Api,
+    server: str,
+    path: Path,
+    watch_namespaces: list[str] | None = None,
+    name: str = "voice-gateway-operator",
+) -> Path:
+    """A ServiceAccount bound to exactly the operator's rules, as the chart binds them, and a kubeconfig with
+    its token pointing at `server`. Cluster-wide: one ClusterRole with rbac.cluster_rules(). Namespaced: a
+    ClusterRole with rbac.cluster_scoped_rules() plus a Role with rbac.namespaced_rules() per namespace."""
+    ns = "voice-operator-system"
     api.ns(ns)
     api.apply(
         f"/api/v1/namespaces/{ns}/serviceaccounts/{name}",
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}},
-    )
-    api.apply(
-        f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}",
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": name},
-            "rules": rbac.cluster_rules(),
-        },
     ).raise_for_status()
-    api.apply(
-        f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}",
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-        },
-    ).raise_for_status()
+    if watch_namespaces:
+        _bind(api, "ClusterRole", name, rbac.cluster_scoped_rules(), ns, name)
+        for wn in watch_namespaces:
+            api.ns(wn)
+            _bind(api, "Role", name, rbac.namespaced_rules(), ns, name, namespace=wn)
+    else:
+        _bind(api, "ClusterRole", name, rbac.cluster_rules(), ns, name)
 
     def token() -> str | None:
         sa = api.get(f"/api/v1/namespaces/{ns}/serviceaccounts/{name}") or {}
@@ -376,7 +401,7 @@ class ConflictProxy:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, log: Path, resync: float = 3.0):
+    def __init__(self, kubeconfig: Path, log: Path, resync: float = 3.0, namespaces: list[str] | None = None):
         self.liveness_port, self.metrics_port = free_port(), free_port()
         self.log = log
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
@@ -387,7 +412,7 @@ class OperatorProcess:
                 "-m",
                 "voice_operator",
                 "run",
-                "--all-namespaces",
+                *([f"--namespace={n}" for n in namespaces] if namespaces else ["--all-namespaces"]),
                 "--liveness",
                 f"http://127.0.0.1:{self.liveness_port}/healthz",
                 "--metrics-port",

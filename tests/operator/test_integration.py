@@ -19,6 +19,7 @@ from tests.operator.harness import (
     Plane,
     make_node,
     make_pods_ready,
+    operator_kubeconfig,
     wait_for,
 )
 
@@ -369,3 +370,37 @@ def test_operator_never_hit_forbidden(operator: OperatorProcess) -> None:
     assert "Forbidden" not in log and "Not enough permissions" not in log, operator.tail(40)
     assert operator.metric("voice_operator_reconciles_total") > 0
     assert operator.proc.poll() is None
+
+
+def test_namespaced_operator_works_with_the_namespaced_rules(
+    admin: Api, plane: Plane, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """The chart's namespaced install: `run --namespace NS` under a ClusterRole with
+    rbac.cluster_scoped_rules() plus a Role in NS with rbac.namespaced_rules(), nothing more."""
+    ns = "watched-only"
+    kubeconfig = operator_kubeconfig(admin, plane.api_url, tmp_path / "kubeconfig", [ns], name="ns-operator")
+    op = OperatorProcess(kubeconfig, tmp_path / "ns-operator.log", resync=3.0, namespaces=[ns])
+    try:
+        op.wait_ready()
+        admin.create_vg(ns, "demo", CPU)
+        all_children(admin, ns, "demo")
+        wait_for(
+            lambda: op.metric("voice_operator_reconciles_total", result="ok") >= 1,
+            20,
+            0.2,
+            "a reconcile by the namespaced operator",
+        )
+        # it reacts to its own namespace's children too (the watches are namespaced)
+        admin.delete(f"/api/v1/namespaces/{ns}/configmaps/demo-gateway-env")
+        wait_for(
+            lambda: op.metric("voice_operator_reconciles_total", trigger="child-deleted") >= 1,
+            20,
+            0.2,
+            "recreation by the namespaced operator",
+        )
+        assert op.metric("voice_operator_api_requests_total", code="403") == 0
+        log = op.log.read_text(errors="replace")
+        assert "Forbidden" not in log and "Not enough permissions" not in log, op.tail(40)
+    finally:
+        op.stop()
+        admin.delete(f"/api/v1/namespaces/{ns}")
