@@ -323,13 +323,17 @@ class ReadStreamSession:
 
     # -- handlers --------------------------------------------------------------------------------
     async def _on_start(self, message: dict[str, Any]) -> None:
-        if self.stream is not None:
-            await self._error(
-                APIError(
-                    409, "busy", "a stream is already running; cancel it first", stream_id=self.stream.id
+        current = self.stream
+        if current is not None:
+            if not (current.finishing or current.closing):
+                await self._error(
+                    APIError(
+                        409, "busy", "a stream is already running; cancel it first", stream_id=current.id
+                    )
                 )
-            )
-            return
+                return
+            # It has said its last word (`complete` or an error): a client may start at once.
+            await self._stop(current)
         try:
             request = self._parse_start(message)
             framer = self._parse_format(message)
@@ -549,7 +553,7 @@ class ReadStreamSession:
 
     async def _stop(self, s: ActiveStream) -> None:
         if s.task is not None:
-            if not s.closing:  # once it is tidying up, it ends by itself within moments
+            if not (s.closing or s.finishing):  # past that point it ends by itself within moments
                 s.task.cancel()
             await asyncio.wait([s.task])  # not `await task`: its CancelledError is not ours
         if self.stream is s:

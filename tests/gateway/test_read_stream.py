@@ -164,6 +164,11 @@ async def test_stream_equals_post_read_with_marks_before_each_sentence(gateway: 
             data={"language": "en"},
         )
     assert wer(SHORT_TEXT, r.json()["text"]) <= 0.25, r.json()["text"]
+
+    # A new start right after `complete` is a new stream, not `busy`.
+    await c.send("start", text="And again.")
+    assert (await c.event())["type"] == "started"
+    assert (await c.until("complete", "error"))["type"] == "complete"
     await c.ws.close()
 
 
@@ -258,8 +263,8 @@ async def test_errors_answer_with_stable_codes_and_the_connection_stays_usable(
     for speed in (0, 10, "fast", True, float("nan")):
         assert await c.error(start(text="Hello.", speed=speed)) == "invalid_speed"
 
-    await c.send("ping")
-    assert await c.event() == {"type": "pong", "state": "idle"}
+    await c.send("ping", id=7)
+    assert await c.event() == {"type": "pong", "state": "idle", "id": 7}
 
     # A second start while one streams is refused, and the first stream goes on.
     await c.send("start", text=LONG_TEXT)

@@ -122,6 +122,10 @@ async def test_a_client_that_does_not_read_holds_bounded_audio_and_no_further_sy
     assert done["sentences"] == len(spans)
     assert bytes(rec.pcm) == b"".join(c.pcm for c in chunks)
     assert done["samples_sent"] * 2 == len(rec.pcm)
+    # A client may start again the moment `complete` arrives, before the old stream has tidied up.
+    await session.receive_text(json.dumps({"type": "start", "text": "Once more."}))
+    assert rec.events[-1]["type"] == "started"
+    await until(lambda: rec.types().count("complete") == 2)
     await until(lambda: metrics.active_streams.labels(kind="read_stream")._value.get() == 0)
     assert not stream_tasks()
     await session.aclose()
