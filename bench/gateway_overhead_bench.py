@@ -3,6 +3,8 @@ model server (a real `voice-gateway engine-server`), measured in the same run, r
 
   1. POST /read (whole WAV)             vs  POST /v1/audio/speech on the engine server (whole WAV)
   2. POST /v1/audio/speech streamed PCM vs  the engine server's streamed PCM (`stream: true`, `pcm`)
+  3. the gateway's own cost per request: POST /read of one sentence against an instant canned backend
+     (tests/gateway/vllm_omni_fault_server.py), against the same backend request made directly
 
 Reports p50/p95 latency (to the last byte; first byte too for streams), audio bytes per second of wall time,
 and the ratios through/direct (goal: within 5 %).
@@ -23,6 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.gateway.vllm_omni_fault_server import FaultServer
 from tests.support import ServerProcess
 
 TEXT = (
@@ -142,6 +145,44 @@ def main() -> int:
                     {"input": TEXT, "voice": "joe", "response_format": "pcm", "stream": True},
                 ),
             )
+        canned = FaultServer()
+        proxy_gw = None
+        try:
+            proxy_gw = ServerProcess(
+                "serve",
+                env={
+                    "VOICE_ENGINE": "vllm-omni",
+                    "OMNI_SERVICE_URL": canned.url,
+                    "TTS_SERVICE_URL": canned.url,
+                    "LOG_LEVEL": "warning",
+                },
+            )
+            proxy_gw.wait_ready(timeout=120)
+            with httpx.Client(timeout=60) as client:
+                speech = {
+                    "input": "Hello there.",
+                    "voice": "vivian",
+                    "response_format": "pcm",
+                    "stream": True,
+                }
+                proxy = run_pair(
+                    args.rounds * 5,
+                    "gateway cost per request: /read (one sentence) vs the backend request, "
+                    "instant canned backend",
+                    lambda: timed(
+                        client,
+                        proxy_gw.url + "/read",
+                        {"text": "Hello there.", "voice": "vivian", "response_format": "pcm"},
+                    ),
+                    lambda: timed(client, canned.url + "/v1/audio/speech", speech),
+                )
+        finally:
+            if proxy_gw is not None:
+                proxy_gw.stop()
+            canned.close()
+        added50 = (proxy["through_p50"] - proxy["direct_p50"]) * 1000
+        added95 = (proxy["through_p95"] - proxy["direct_p95"]) * 1000
+        print(f"\ngateway cost per request (instant backend): p50 +{added50:.1f} ms, p95 +{added95:.1f} ms")
         print(
             "\nsummary: /read p50 ratio {:.3f}, p95 ratio {:.3f}; streamed bytes/s ratio {:.3f}"
             " (goal: within 5 %)".format(

@@ -264,3 +264,11 @@ async def test_synthesizer_builtin_voice_and_faults(server: FaultServer) -> None
             backend.breaker.success()
     finally:
         await backend.aclose()
+
+
+def test_realtime_ws_only_for_servers_that_speak_the_ga_schema() -> None:
+    from gateway.engines.vllm_omni import realtime_ws_supported
+
+    assert [
+        realtime_ws_supported(v) for v in ("0.29.0", "v0.30.1rc2", "1.0", "0.28.9", "0.22.0rc1", "", "main")
+    ] == [True, True, True, False, False, False, False]

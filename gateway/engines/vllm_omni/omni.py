@@ -277,8 +277,10 @@ class VllmOmniResponder:
         elif spoken_by_tts and pending_text.strip():
             async for ev in self._speak(pending_text, request):
                 yield ev
+        # Throughput from the server's own count (`usage.completion_tokens`) over the span the text streamed
+        # in; a delta can carry several tokens, so counting deltas would under-report.
         span = t_last - t_first if t_first is not None else 0.0
-        tps = (tokens - 1) / span if tokens > 1 and span > 0 else None
+        tps = (completion - 1) / span if completion > 1 and span > 0 else None
         self.last_tokens_per_second = tps
         yield ResponseEvent(kind="usage", completion_tokens=completion, tokens_per_second=tps)
 
