@@ -110,12 +110,13 @@ class LiveCaptions:
             await send(delta)
 
     def finish(self, final: str) -> str:
-        """The part of the final transcript the deltas have not said (empty if they diverged); next turn."""
+        """The words of the final transcript after those the deltas already said; then on to the next turn.
+
+        Counted in words, not matched: should the final transcript disagree with a word already sent (rare,
+        two hypotheses agreed on it), the captions still end with the final's own ending."""
         words = final.split()
-        sent = self._sent
-        rest = ""
-        if _agreed(sent, words) == len(sent):
-            rest = (" " if sent else "") + " ".join(words[len(sent) :]) if len(words) > len(sent) else ""
+        sent = len(self._sent)
+        rest = (" " if sent else "") + " ".join(words[sent:]) if len(words) > sent else ""
         self.reset()
         return rest
 
