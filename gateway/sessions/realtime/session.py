@@ -583,9 +583,14 @@ class RealtimeConnection:
 
     def _spoken(self, event: ResponseDone) -> tuple[str, list[SpokenSpan]]:
         """The transcript of the audio sent and where each sentence sits in it, for later truncation."""
-        segments = getattr(event, "segments", ())
-        if not segments:
-            return event.text.strip(), []
+        segments = event.segments
+        if not any(seg.text for seg in segments):
+            # No sentence texts (a responder that makes its own audio, e.g. Omni): the reply's text spread
+            # evenly over its audio is the best map there is.
+            text = event.text.strip()
+            return text, [
+                SpokenSpan(0.0, float(event.audio_ms), 0, len(text))
+            ] if text and event.audio_ms else []
         text = ""
         spans: list[SpokenSpan] = []
         at = 0.0  # the item's audio is the sent audio: whole sentences, then at most one cut short
