@@ -3,6 +3,9 @@ the same kind of audio and text as the embedded engine (the session `gateway` fi
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
 import numpy as np
 import pytest
@@ -140,3 +143,27 @@ def test_metrics_expose_backend_families(omni_gateway: ServerProcess, family: st
     assert family in text
     assert 'voice_gateway_backend_up{backend="tts"} 1.0' in text
     assert 'voice_gateway_backend_requests_total{backend="tts",outcome="ok"}' in text
+
+
+async def test_read_stream_websocket_through_omni(omni_gateway: ServerProcess) -> None:
+    """WS /read/stream on the vllm-omni Synthesizer: a mark per sentence, audio identical to POST /read."""
+    import websockets
+
+    async with websockets.connect(omni_gateway.ws_url + "/read/stream", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "text": TEXT}))
+        audio, marks = bytearray(), []
+        while True:
+            message = await asyncio.wait_for(ws.recv(), 60)
+            if isinstance(message, bytes):
+                audio += message
+                continue
+            event = json.loads(message)
+            assert event["type"] != "error", event
+            if event["type"] == "mark":
+                marks.append(event)
+            if event["type"] == "complete":
+                break
+    assert [m["index"] for m in marks] == [0, 1]
+    assert TEXT[marks[1]["char_start"] : marks[1]["char_end"]].startswith("Every sentence")
+    whole = read(omni_gateway, response_format="pcm").content
+    assert bytes(audio) == whole  # the engine server's Piper is deterministic, and so is the path through
