@@ -8,9 +8,9 @@ fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-if ! ${SUDO} apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; then
-  ${SUDO} apt-get update -qq >/dev/null
-  ${SUDO} apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+if ! ${SUDO} apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; then
+  ${SUDO} apt-get -o DPkg::Lock::Timeout=900 update -qq >/dev/null
+  ${SUDO} apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 # The Debian package starts a system service on install where an init system runs; the tests run their own
 # Prometheus on a free loopback port, so a service left running does no harm, but stop it to free :9090.
