@@ -253,6 +253,8 @@ async def test_synthesizer_builtin_voice_and_faults(server: FaultServer) -> None
         sent = server.last_bodies["/v1/audio/speech"]
         assert sent["stream"] is True and sent["response_format"] == "pcm" and "speed" not in sent
         assert sent["voice"] == "vivian" and sent["language"] == "English"
+        ids = server.request_ids[-2:]  # X-Request-Id: vLLM's request id, unique per backend call
+        assert all(i.startswith("gw-tts-") for i in ids) and len(set(ids)) == 2
         expected = {"http500": 502, "truncated_audio": 502, "stall_before": 504, "stall_mid": 504}
         for mode, status in expected.items():
             server.set_mode(mode)

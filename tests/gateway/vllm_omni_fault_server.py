@@ -120,6 +120,7 @@ class FaultServer:
         self.mode = "ok"
         self.hits: Counter[str] = Counter()
         self.last_bodies: dict[str, Any] = {}
+        self.request_ids: list[str] = []
         self.stall_s = 30.0
         self.reply_text = ["Hello", "!", " How", " can", " I", " help", "?"]
         self.reply_audio = [tone(0.32), tone(2.0, 330), tone(0.5, 550)]
@@ -237,6 +238,7 @@ class FaultServer:
             else {}
         )
         self.last_bodies[path] = request
+        self.request_ids.append(headers.get("x-request-id", ""))
         if mode == "stall_before":
             await self._stall()
             return None

@@ -185,6 +185,7 @@ class BackendClient:
         self._served: tuple[str, ...] = ()
         self._first_refused: float | None = None
         self._poll_failures = 0
+        self._sequence = 0
         self._poller: asyncio.Task[None] | None = None
         self._ready_callbacks: list[Callable[[], Any]] = []
         self._started = False
@@ -383,7 +384,9 @@ class BackendClient:
             while True:
                 attempt += 1
                 try:
-                    request = self.http.build_request(method, path, json=json_body, **kwargs)
+                    request = self.http.build_request(
+                        method, path, json=json_body, headers=self._trace_headers(), **kwargs
+                    )
                     response = await self.http.send(request, stream=True)
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                     err: BackendError = self._connect_error(exc)
@@ -425,6 +428,15 @@ class BackendClient:
         finally:
             if response is not None:
                 await response.aclose()
+
+    def _trace_headers(self) -> dict[str, str]:
+        """`X-Request-Id` sets vLLM's request id ([E]): the gateway's request id (from the log context)
+        plus a sequence number, so one client request's backend calls are findable in the server's logs
+        and stay unique when several run at once (sentence pipelining)."""
+        from gateway.logging_setup import request_id_var
+
+        self._sequence += 1
+        return {"X-Request-Id": f"{request_id_var.get() or 'gw'}-{self.name}-{self._sequence}"}
 
     async def _status_error(self, response: httpx.Response) -> BackendError:
         try:
