@@ -3,6 +3,7 @@ served over real HTTP by tests/gateway/vllm_omni_fault_server.py, and know vLLM-
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -274,3 +275,29 @@ def test_realtime_ws_only_for_servers_that_speak_the_ga_schema() -> None:
     assert [
         realtime_ws_supported(v) for v in ("0.29.0", "v0.30.1rc2", "1.0", "0.28.9", "0.22.0rc1", "", "main")
     ] == [True, True, True, False, False, False, False]
+
+
+async def test_a_caller_leaving_closes_the_backend_stream_at_once(server: FaultServer) -> None:
+    server.set_mode("slow_stream")
+    backend = client(server, name="tts", total_timeout=30.0)
+    synth = VllmOmniSynthesizer(backend, 24000)
+    try:
+        await backend.poll_once()
+        aborted = server.aborted
+        async with backend.stream("POST", "/v1/audio/speech", json_body={"input": "x"}) as resp:
+            async for _ in resp.iter_bytes():
+                break  # the caller goes away after the first bytes
+        for _ in range(100):
+            if server.aborted > aborted:
+                break
+            await asyncio.sleep(0.05)
+        assert server.aborted == aborted + 1  # the server saw the connection close mid-stream
+        assert backend.breaker.allow()  # leaving is not a backend failure
+        # The same through the Synthesizer: closing its iterator cancels the sentences in flight.
+        gen = synth.stream(SynthesisRequest(text="One. Two. Three.", voice="vivian", language="en"))
+        server.set_mode("ok")
+        first = await gen.__anext__()
+        assert first.index == 0
+        await gen.aclose()
+    finally:
+        await backend.aclose()

@@ -112,7 +112,7 @@ def chat_full(text: str, audio: bytes | None, audio_first: bool = False) -> dict
 
 class FaultServer:
     """Modes: ok, loading (503 No engine initialized), unhealthy, refuse, stall_before, stall_mid, http500,
-    malformed_json, truncated_audio, no_audio (Omni replies with text only)."""
+    malformed_json, truncated_audio, no_audio (Omni replies with text only), slow_stream (10 s of PCM)."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -121,6 +121,7 @@ class FaultServer:
         self.hits: Counter[str] = Counter()
         self.last_bodies: dict[str, Any] = {}
         self.request_ids: list[str] = []
+        self.aborted = 0  # streams whose client went away mid-way
         self.stall_s = 30.0
         self.reply_text = ["Hello", "!", " How", " can", " I", " help", "?"]
         self.reply_audio = [tone(0.32), tone(2.0, 330), tone(0.5, 550)]
@@ -261,6 +262,14 @@ class FaultServer:
     async def _speech(self, writer: asyncio.StreamWriter, mode: str) -> None:
         pcm = tone(0.6)
         await self._start_chunked(writer, "audio/pcm")
+        if mode == "slow_stream":  # a long stream, to see that a client leaving closes it
+            try:
+                for _ in range(200):
+                    await self._chunk(writer, pcm[:4800])
+                    await asyncio.sleep(0.05)
+            except ConnectionError:
+                self.aborted += 1
+            return
         await self._chunk(writer, pcm[: len(pcm) // 2])
         if mode == "stall_mid":
             await self._stall()
