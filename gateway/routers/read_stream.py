@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.datastructures import State
 
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
-from gateway.sessions.read_stream import ConnectionGone, ReadStreamSession
+from gateway.engines.registry import Engines
+from gateway.sessions.read_stream import ConnectionGone, ReadStreamSession, SynthesisScheduler
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["read-aloud"])
+
+
+def _scheduler(state: State, engines: Engines) -> SynthesisScheduler | None:
+    """One per app. Only the embedded engine shares this machine's cores; a remote engine queues and
+    batches on its own side, so the gateway does not hold its requests back."""
+    if engines.kind != "embedded":
+        return None
+    scheduler = getattr(state, "read_stream_scheduler", None)
+    if scheduler is None:
+        scheduler = state.read_stream_scheduler = SynthesisScheduler(os.cpu_count() or 1)
+    return scheduler
 
 
 @router.websocket("/read/stream")
@@ -24,6 +38,7 @@ async def read_stream(ws: WebSocket, engines: EnginesDep, settings: SettingsDep,
         max_text_chars=settings.max_text_chars,
         min_speed=settings.min_speed,
         max_speed=settings.max_speed,
+        scheduler=_scheduler(ws.app.state, engines),
     )
     try:
         while True:

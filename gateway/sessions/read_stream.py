@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import math
 import threading
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -228,6 +230,56 @@ class AheadBuffer:
             self._cond.notify_all()
 
 
+# -- sharing the CPU between streams -------------------------------------------------------------------
+
+
+class SynthesisScheduler:
+    """Admits sentence syntheses of all read streams, `slots` at a time, earliest deadline first.
+
+    A stream's deadline is the moment its listener runs out of audio: playback is assumed to start with its
+    first frame and to run in real time except while paused. A new stream is due at once, so it speaks
+    within about one sentence even while other streams read long texts; a stream already far ahead waits
+    for the ones about to run dry. Without it, sentences queue in arrival order and a newcomer waits behind
+    one sentence of every running stream.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, slots)
+        self.busy = 0
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, f in self._waiting if not f.done())
+
+    @contextlib.asynccontextmanager
+    async def slot(self, deadline: float) -> AsyncIterator[None]:
+        if self.busy < self.slots and not self.waiting:
+            self.busy += 1
+        else:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (deadline, next(self._order), future))
+            try:
+                await future  # a finishing synthesis hands its slot over: `busy` stays as it is
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._release()  # the slot reached us as we were cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():  # cancelled waiters stay in the heap until they surface here
+                future.set_result(None)
+                return
+        self.busy -= 1
+
+
 # -- the session ---------------------------------------------------------------------------------------
 
 
@@ -241,6 +293,11 @@ class ActiveStream:
     task: asyncio.Task[None] | None = None
     samples_sent: int = 0
     sentences_synthesized: int = 0
+    samples_synthesized: int = 0
+    created_at: float = 0.0  # loop time
+    playing_since: float | None = None  # loop time of the first frame: the listener's playback clock
+    paused_at: float | None = None
+    paused_total: float = 0.0
     finishing: bool = False  # `complete` is on its way: too late to pause or cancel
     closing: bool = False  # the sender has stopped and is releasing the stream
 
@@ -263,6 +320,7 @@ class ReadStreamSession:
         max_speed: float = 4.0,
         frame_ms: int = FRAME_MS,
         max_ahead_s: float = MAX_AHEAD_S,
+        scheduler: SynthesisScheduler | None = None,
     ) -> None:
         self._synth = synth
         self._transport = transport
@@ -272,6 +330,7 @@ class ReadStreamSession:
         self._max_speed = max_speed
         self._frame_ms = frame_ms
         self._ahead_samples = max(1, int(max_ahead_s * synth.sample_rate))
+        self._scheduler = scheduler
         self._send_lock = asyncio.Lock()
         self._closed = False
         self.stream: ActiveStream | None = None
@@ -344,6 +403,7 @@ class ReadStreamSession:
             id=uuid.uuid4().hex[:16], request=request, buffer=AheadBuffer(self._ahead_samples), framer=framer
         )
         s.playing.set()
+        s.created_at = asyncio.get_running_loop().time()
         self.stream = s
         await self._send_json(
             {
@@ -429,6 +489,8 @@ class ReadStreamSession:
             await self._error(bad_request("not_streaming", "there is no stream to pause"))
             return
         s.playing.clear()  # before taking the lock: the sender stops at its next frame
+        if s.paused_at is None:
+            s.paused_at = asyncio.get_running_loop().time()
         async with self._send_lock:
             await self._send_json_locked({"type": "paused", **self._position(s)})
 
@@ -440,6 +502,9 @@ class ReadStreamSession:
         async with self._send_lock:
             # `resumed` goes out before the next frame can: the gate opens while we hold the lock.
             await self._send_json_locked({"type": "resumed", **self._position(s)})
+            if s.paused_at is not None:
+                s.paused_total += asyncio.get_running_loop().time() - s.paused_at
+                s.paused_at = None
             s.playing.set()
 
     async def _on_cancel(self, _: dict[str, Any]) -> None:
@@ -512,16 +577,30 @@ class ReadStreamSession:
             async with contextlib.aclosing(stream_speech(self._synth, s.request, self._metrics)) as chunks:
                 while True:
                     await s.buffer.wait_for_room()
-                    chunk = await anext(chunks, None)
+                    if self._scheduler is None:
+                        chunk = await anext(chunks, None)
+                    else:
+                        async with self._scheduler.slot(self._deadline(s)):
+                            chunk = await anext(chunks, None)
                     if chunk is None:
                         break
                     s.sentences_synthesized += 1
+                    s.samples_synthesized += len(chunk.pcm) // 2
                     await s.buffer.put(chunk)
             await s.buffer.put(_End())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await s.buffer.put(_Failed(exc))
+
+    def _deadline(self, s: ActiveStream) -> float:
+        """When the listener will have heard everything synthesized so far (loop time)."""
+        if s.playing_since is None:
+            return s.created_at  # nothing heard yet: due now, in order of arrival
+        paused = s.paused_total
+        if s.paused_at is not None:
+            paused += asyncio.get_running_loop().time() - s.paused_at
+        return s.playing_since + paused + s.samples_synthesized / self._synth.sample_rate
 
     async def _gated(self, s: ActiveStream, item: dict[str, Any] | Frame | None) -> None:
         """Send one stream item once the stream is playing; None is the final `complete`."""
@@ -538,6 +617,8 @@ class ReadStreamSession:
                 elif isinstance(item, Frame):
                     if item.data:  # an encoder may hold a frame's bytes until the next one
                         await self._send_bytes_locked(item.data)
+                        if s.playing_since is None:
+                            s.playing_since = asyncio.get_running_loop().time()
                     s.samples_sent += item.samples
                     await s.buffer.release(item.samples)
                 else:

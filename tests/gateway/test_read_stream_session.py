@@ -19,7 +19,7 @@ from gateway.engines.base import SynthesisChunk, SynthesisRequest
 from gateway.engines.embedded.piper_tts import PiperSynthesizer
 from gateway.metrics import Metrics
 from gateway.services.speech import stream_speech
-from gateway.sessions.read_stream import ReadStreamSession
+from gateway.sessions.read_stream import ReadStreamSession, SynthesisScheduler
 
 RATE = 24000
 WAIT_S = 30  # a generous bound for a loaded machine; never reached when it works
@@ -201,3 +201,46 @@ async def test_an_engine_failure_mid_stream_is_an_error_event_and_the_session_st
     assert rec.events[-1] == {"type": "pong", "state": "idle"}
     await session.aclose()
     executor.shutdown(wait=True)
+
+
+async def test_scheduler_admits_the_earliest_deadline_first_and_skips_cancelled_waiters() -> None:
+    scheduler = SynthesisScheduler(slots=1)
+    order: list[str] = []
+    hold = asyncio.Event()
+
+    async def job(name: str, deadline: float, wait: asyncio.Event | None = None) -> None:
+        async with scheduler.slot(deadline):
+            order.append(name)
+            if wait is not None:
+                await wait.wait()
+
+    first = asyncio.create_task(job("first", 9.0, hold))
+    await until(lambda: order == ["first"])
+    waiters = {
+        name: asyncio.create_task(job(name, deadline))
+        for name, deadline in (("late", 3.0), ("early", 1.0), ("gone", 0.5), ("middle", 2.0))
+    }
+    await until(lambda: scheduler.waiting == 4)
+    waiters["gone"].cancel()  # a stream cancelled while it waited for the CPU
+    hold.set()
+    await asyncio.wait([first, *waiters.values()])
+    assert order == ["first", "early", "middle", "late"]
+    assert scheduler.busy == 0 and scheduler.waiting == 0
+
+
+async def test_streams_through_a_scheduler_are_unchanged_and_release_every_slot(
+    synth: PiperSynthesizer,
+) -> None:
+    scheduler = SynthesisScheduler(slots=1)
+    recorders = [Recorder(), Recorder()]
+    sessions = [ReadStreamSession(synth, rec, scheduler=scheduler) for rec in recorders]
+    text = " ".join(span.text for span in split_sentences(LONG_TEXT)[:3])
+    for session in sessions:
+        await session.receive_text(json.dumps({"type": "start", "text": text}))
+    await recorders[0].wait_for("complete")
+    await recorders[1].wait_for("complete")
+    reference = await reference_pcm(synth, text)
+    assert bytes(recorders[0].pcm) == bytes(recorders[1].pcm) == reference
+    assert scheduler.busy == 0 and scheduler.waiting == 0
+    for session in sessions:
+        await session.aclose()
