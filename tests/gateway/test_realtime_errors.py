@@ -244,3 +244,42 @@ async def test_beta_dialect_for_clients_that_ask(gateway: ServerProcess, how: st
         assert event["response"]["status"] == "completed"
         text = event["response"]["output"][0]["content"][0]
         assert text["type"] == "text" and text["text"].strip()
+
+
+async def test_api_keys_as_openai_clients_send_them(hardened_gateway: ServerProcess) -> None:
+    """The same auth as every route: the SDK's bearer header, or a browser's key subprotocol."""
+    from openai import AsyncOpenAI
+
+    from tests.gateway.hardened import ENV_KEYS
+
+    url = hardened_gateway.url + "/v1"
+    async with AsyncOpenAI(base_url=url, api_key=ENV_KEYS[0], max_retries=0).realtime.connect(
+        model="gpt-realtime"
+    ) as conn:
+        assert (await asyncio.wait_for(conn.recv(), WAIT_S)).type == "session.created"
+    subprotocols = ["realtime", f"openai-insecure-api-key.{ENV_KEYS[1]}", "openai-beta.realtime-v1"]
+    async with websockets.connect(f"{hardened_gateway.ws_url}/v1/realtime", subprotocols=subprotocols) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == "realtime"  # never the key
+        created = await recv(ws)
+        assert (
+            created["session"]["object"] == "realtime.session" and "modalities" in created["session"]
+        )  # beta
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}):
+        async with websockets.connect(
+            f"{hardened_gateway.ws_url}/v1/realtime", additional_headers=headers
+        ) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await recv(ws)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    # The same stream limits: a third session on one key (the limit is two) is closed with 1013.
+    bearer = {"Authorization": f"Bearer {ENV_KEYS[0]}"}
+    url = f"{hardened_gateway.ws_url}/v1/realtime"
+    async with (
+        websockets.connect(url, additional_headers=bearer) as a,
+        websockets.connect(url, additional_headers=bearer) as b,
+    ):
+        assert (await recv(a))["type"] == (await recv(b))["type"] == "session.created"
+        async with websockets.connect(url, additional_headers=bearer) as c:
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await recv(c)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1013
