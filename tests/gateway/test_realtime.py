@@ -269,3 +269,43 @@ async def test_sdk_barge_in_with_server_vad_cancels_the_reply_and_answers_the_ne
         second = await until(conn, "response.created")
         assert second.response.id != created.response.id
         await until(conn, "response.output_audio.delta")
+
+
+async def test_sdk_telephony_g711_audio_item_then_response(gateway: ServerProcess) -> None:
+    """A phone bridge's session: μ-law at 8 kHz both ways, the user's turn sent as a whole audio item."""
+    import httpx
+
+    from gateway.audio.pcm import wav_bytes
+    from gateway.sessions.realtime.audio import G711_ULAW, InputDecoder, OutputEncoder
+
+    question = "How many legs does a spider have?"
+    ulaw = OutputEncoder(G711_ULAW, 24000).encode(await aspoken(gateway.url, question))
+    async with client_for(gateway).realtime.connect(model="gpt-realtime") as conn:
+        await until(conn, "session.created")
+        fmt = {"type": "audio/pcmu"}
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {"input": {"format": fmt, "turn_detection": None}, "output": {"format": fmt}},
+            }
+        )
+        updated = await until(conn, "session.updated")
+        assert updated.session.audio.output.format.type == "audio/pcmu"
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": b64(ulaw)}]}
+        )
+        added = await until(conn, "conversation.item.added")
+        assert wer(question, added.item.content[0].transcript) <= 0.2, added.item.content[0].transcript
+        await conn.response.create(
+            response={"instructions": "Answer in one short sentence.", "max_output_tokens": 40}
+        )
+        log: list[Any] = []
+        done = await until(conn, "response.done", log)
+    assert done.response.status == "completed"
+    reply_ulaw = audio_of(log)
+    assert len(reply_ulaw) > 8000 * 0.5  # one byte per sample at 8 kHz: over half a second
+    pcm8k = InputDecoder(G711_ULAW, 8000).decode(reply_ulaw)
+    files = {"audio": ("reply.wav", wav_bytes(pcm8k, 8000), "audio/wav")}
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        r = await http.post(f"{gateway.url}/voice/transcribe", files=files, data={"language": "en"})
+    assert r.status_code == 200 and r.json()["text"].strip(), r.text
