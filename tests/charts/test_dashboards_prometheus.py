@@ -1,7 +1,8 @@
 """The Grafana dashboards against a real Prometheus (Debian `prometheus`) scraping a real gateway.
 
-A gateway (`python -m gateway serve`, embedded CPU engine) runs on 127.0.0.1 with a simulated NVML so its
-GPU code path exports the GPU gauges; Prometheus scrapes it every second and evaluates the chart's alert
+A model server (`voice-gateway engine-server`, vLLM-Omni's API on the CPU engines) and a gateway in front of
+it (`voice-gateway serve`, vLLM-Omni engine) run on 127.0.0.1, the gateway with a simulated NVML so its GPU
+code path exports the GPU gauges; Prometheus scrapes it every second and evaluates the chart's alert
 rules; the test sends real traffic, then runs every dashboard query (variables resolved as Grafana would)
 and requires data.
 """
@@ -211,13 +212,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus = tool("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
     env_path = os.pathsep.join(p for p in (str(FAKE_NVML), os.environ.get("PYTHONPATH", "")) if p)
-    gateway = ServerProcess("serve", env={"PYTHONPATH": env_path})
+    # The cpu-mode topology the operator deploys: `voice-gateway engine-server` as the Omni and TTS model
+    # server, the gateway in front of it through its vLLM-Omni engine.
     engine = ServerProcess("engine-server")
+    gateway: ServerProcess | None = None
     prom: subprocess.Popen[bytes] | None = None
     log = (tmp / "prometheus.log").open("wb")
     try:
-        gateway.wait_ready()
         engine.wait_ready()
+        gateway = ServerProcess(
+            "serve",
+            env={
+                "PYTHONPATH": env_path,
+                "VOICE_ENGINE": "vllm-omni",
+                "OMNI_SERVICE_URL": engine.url,
+                "OMNI_WS_URL": engine.ws_url,
+                "TTS_SERVICE_URL": engine.url,
+            },
+        )
+        gateway.wait_ready()
         namespace = "voice-test"
         rules = one(template(*MONITORING_APIS), "PrometheusRule")["spec"]
         (tmp / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
@@ -270,7 +283,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 prom.kill()
                 prom.wait()
         log.close()
-        gateway.stop()
+        if gateway is not None:
+            gateway.stop()
         engine.stop()
 
 
