@@ -187,7 +187,7 @@ _ROLE_TYPES = {
 }
 
 
-def item_from_param(param: ItemParam, audio_ms: list[float] | None = None) -> Item:
+def item_from_param(param: ItemParam) -> Item:
     """A client-created message item (text, or audio whose transcript the session fills in)."""
     if param.type != "message":
         raise RealtimeError(
@@ -222,8 +222,7 @@ def item_from_param(param: ItemParam, audio_ms: list[float] | None = None) -> It
                 )
             parts.append(ContentPart(kind, text=c.text))
         else:
-            ms = audio_ms[i] if audio_ms is not None and i < len(audio_ms) else 0.0
-            parts.append(ContentPart(kind, transcript=c.transcript, audio_ms=ms))
+            parts.append(ContentPart(kind, transcript=c.transcript))  # audio length: set by the session
     item_id = param.id or new_id("item")
     return Item(item_id, param.role, parts, status="completed")
 

@@ -292,24 +292,33 @@ class RealtimeConnection:
         await self.send("input_audio_buffer.cleared")
 
     async def _on_item_create(self, event: p.ConversationItemCreate) -> None:
-        durations: list[float] = []
-        transcripts: dict[int, str] = {}
+        # Everything that can be refused is checked before any audio is decoded or transcribed.
+        item = item_from_param(event.item)
+        if item.id in self.items:
+            raise RealtimeError(
+                "duplicate_item_id", f"Item with id {item.id!r} already exists.", param="item.id"
+            )
+        if event.previous_item_id not in (None, "root"):
+            self.items.get(event.previous_item_id, "previous_item_id")
+        limit_ms = self.settings.voice_max_input_seconds * 1000
         for i, content in enumerate(event.item.content):
-            ms = 0.0
-            if content.type == "input_audio" and content.audio:
-                try:
-                    pcm = InputDecoder(self.config.input_format, self.rate).decode(
-                        decode_base64(content.audio)
-                    )
-                except AudioPayloadError as exc:
-                    raise RealtimeError("invalid_value", str(exc), param=f"item.content.{i}.audio") from None
-                ms = len(pcm) / 2 * 1000 / self.rate
-                if content.transcript is None and pcm:
-                    transcripts[i] = await self._transcribe(pcm)
-            durations.append(ms)
-        item = item_from_param(event.item, durations)
-        for i, text in transcripts.items():
-            item.content[i].transcript = text
+            if content.type != "input_audio" or not content.audio:
+                continue
+            try:
+                pcm = InputDecoder(self.config.input_format, self.rate).decode(decode_base64(content.audio))
+            except AudioPayloadError as exc:
+                raise RealtimeError("invalid_value", str(exc), param=f"item.content.{i}.audio") from None
+            ms = len(pcm) / 2 * 1000 / self.rate
+            if ms > limit_ms:
+                raise RealtimeError(
+                    "input_audio_too_long",
+                    f"An audio item holds at most {limit_ms / 1000:g} s (VOICE_MAX_INPUT_SECONDS); this one "
+                    f"has {ms / 1000:.1f} s.",
+                    param=f"item.content.{i}.audio",
+                )
+            item.content[i].audio_ms = ms
+            if content.transcript is None and pcm:
+                item.content[i].transcript = await self._transcribe(pcm)
         previous = self.items.add(item, event.previous_item_id)
         await self._announce_item(item, previous)
 
