@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -148,24 +149,24 @@ async def aborted_sessions(server: ServerProcess, n: int, concurrency: int = 8) 
     print(f"[aborts] idle: RSS {rss_mib(pid):.0f} MiB, gauges {idle}")
     stages: Counter[str] = Counter()
     failures: Counter[str] = Counter()
-    queue = iter(range(n))
-    done = 0
     checkpoints: list[tuple[int, float, float]] = []
     t0 = time.monotonic()
 
-    async def worker() -> None:
-        nonlocal done
+    async def worker(queue: Iterator[int]) -> None:
         for i in queue:
             try:
                 stages[await aborted_session(server.ws_url, i, question)] += 1
             except (ConnectionClosed, OSError, TimeoutError) as exc:
                 failures[type(exc).__name__] += 1
-            done += 1
-            if done % 250 == 0:
-                now, _ = await _settle(server.url, idle, wait_s=15)
-                checkpoints.append((done, rss_mib(pid), now.get("voice_gateway_asyncio_tasks", -1)))
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    # Batches of 250 with a quiet checkpoint after each: tasks must be back to idle, RSS must level off.
+    for batch_start in range(0, n, 250):
+        queue = iter(range(batch_start, min(n, batch_start + 250)))
+        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
+        now, _ = await _settle(server.url, idle, wait_s=15)
+        checkpoints.append(
+            (min(n, batch_start + 250), rss_mib(pid), now.get("voice_gateway_asyncio_tasks", -1))
+        )
     seconds = time.monotonic() - t0
     after, wait = await _settle(server.url, idle)
     print(f"[aborts] {n} sessions in {seconds:.1f} s, {concurrency} at a time; stages {dict(stages)}")
