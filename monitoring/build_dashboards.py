@@ -505,7 +505,19 @@ def model_servers_dashboard() -> dict[str, Any]:
             "vllm:omni_num_requests_running by model server.",
             stack=True,
         ),
-        12,
+        6,
+        8,
+    )
+    L.add(
+        series(
+            "Requests waiting by server",
+            [(f"sum by (job) ({q('vllm:omni_num_requests_waiting')})", "{{job}}")],
+            "short",
+            "vllm:omni_num_requests_waiting: the queue in front of the model (saturation; vLLM-Omni only, "
+            "the CPU engine-server has no queue).",
+            stack=True,
+        ),
+        6,
         8,
     )
     L.add(

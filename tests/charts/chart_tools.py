@@ -122,6 +122,11 @@ def gateway_metric_families() -> set[str]:
     return _names(Metrics().registry.collect())
 
 
+# Families only a real vLLM-Omni (with --log-stats) exports, per its metrics design doc (VLLM_OMNI.md §6);
+# the CPU engine-server has no queue. Dashboards may read them; the live test cannot produce them.
+VLLM_OMNI_ONLY = {"vllm:omni_num_requests_waiting"}
+
+
 def engine_server_metric_families() -> set[str]:
     """The vLLM-Omni metric names `voice-gateway engine-server` (cpu mode model servers) exports."""
     from gateway.engine_server.app import ServerMetrics

@@ -305,3 +305,12 @@ def test_notes_tell_how_to_reach_the_gateway(tmp_path: Any) -> None:
     assert "port-forward svc/voice-gateway-gateway 8004:8004" in notes
     assert "helm test voice-gateway -n voice" in notes
     assert "ServiceMonitors created" in notes and "PrometheusRule created" in notes
+
+
+def test_packaged_chart_renders_the_same(tmp_path: Any) -> None:
+    """`helm package` keeps everything the templates read (files/, dashboards/, crds/)."""
+    helm("package", "{chart}", "-d", str(tmp_path))
+    (tgz,) = tmp_path.glob("voice-gateway-*.tgz")
+    args = ("template", "voice-gateway", "--namespace", "voice", "--include-crds", *MONITORING_APIS)
+    packaged = [d for d in yaml.safe_load_all(helm(*args[:2], str(tgz), *args[2:]).stdout) if d]
+    assert packaged == template(*MONITORING_APIS)
