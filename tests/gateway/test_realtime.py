@@ -127,6 +127,15 @@ async def test_sdk_cancel_stops_deltas_then_truncate_keeps_only_what_was_heard(
         await until(conn, "conversation.item.added")
         await conn.response.create()
         log: list[Any] = []
+        await until(conn, "response.output_audio.delta", log)
+        # One response at a time, as OpenAI: a second response.create is refused by name.
+        await conn.send({"type": "response.create", "event_id": "evt_second"})
+        while (ev := await asyncio.wait_for(conn.recv(), WAIT_S)).type != "error":
+            log.append(ev)
+        assert (ev.error.code, ev.error.event_id) == (
+            "conversation_already_has_active_response",
+            "evt_second",
+        )
         while len(audio_of(log)) < 2 * 24000 * 1.5:  # let 1.5 s of the reply play, then cancel
             await until(conn, "response.output_audio.delta", log)
         await conn.response.cancel()
