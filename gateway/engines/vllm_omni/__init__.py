@@ -73,12 +73,20 @@ def build_vllm_omni(settings: Settings) -> Engines:
         speaker=settings.omni_speaker,
         audio_output=settings.omni_audio_output,
     )
-    if settings.omni_server_version and realtime_ws_supported(settings.omni_server_version):
-        log.info(
-            "OMNI_SERVER_VERSION=%s speaks the GA realtime schema at %s/v1/realtime",
-            settings.omni_server_version,
-            settings.omni_ws_url,
-        )
+    if settings.omni_realtime:
+        if realtime_ws_supported(settings.omni_server_version):
+            from gateway.engines.vllm_omni.realtime import VllmOmniRealtimeResponder
+
+            responder = VllmOmniRealtimeResponder(  # type: ignore[assignment]
+                omni, settings.omni_ws_url, settings.audio_sample_rate, speaker=settings.omni_speaker
+            )
+            log.info("conversation over %s/v1/realtime (OpenAI GA schema)", settings.omni_ws_url)
+        else:
+            log.warning(
+                "OMNI_REALTIME is on but OMNI_SERVER_VERSION=%r does not speak the GA realtime schema "
+                "(vLLM-Omni >= 0.29): using HTTP streaming",
+                settings.omni_server_version,
+            )
     return Engines(
         kind="vllm-omni",
         synthesizer=synth,

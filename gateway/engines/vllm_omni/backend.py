@@ -333,7 +333,7 @@ class BackendClient:
                 self.name, f"the {self.name} backend ({component}) is {state}: {self._detail}", code
             )
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
         if not self.breaker.allow():
             self.stats.count("rejected")
             self.stats.fail("backend_circuit_open")
@@ -376,7 +376,7 @@ class BackendClient:
         Errors while the caller reads the body are reported through `BackendResponse` helpers and count
         against the breaker; leaving the block early (the caller went away) closes the response at once.
         """
-        self._admit()
+        self.admit()
         deadline = time.monotonic() + self.config.total_timeout
         attempt = 0
         response: httpx.Response | None = None
