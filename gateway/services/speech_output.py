@@ -17,6 +17,7 @@ from gateway.metrics import Metrics
 from gateway.services.speech import SynthesisResult, stream_speech
 
 STREAM_GAUGE_KIND = "speech_http"
+ENCODE_SLICE_S = 0.25
 
 
 def word_timeline(chunks: list[SynthesisChunk]) -> list[dict[str, Any]]:
@@ -125,10 +126,14 @@ async def _drive(
     try:
         async with contextlib.aclosing(chunks):  # type: ignore[type-var]
             chunk: SynthesisChunk | None = first
+            step = int(ENCODE_SLICE_S * chunk.sample_rate) * 2  # bytes, whole samples
             while chunk is not None:
-                data = await asyncio.to_thread(encoder.write, chunk.pcm)
-                if data:
-                    yield data
+                # A sentence is encoded in slices so its first bytes leave before the whole of it is encoded:
+                # time to first audio stays that of pcm.
+                for i in range(0, len(chunk.pcm), step):
+                    data = await asyncio.to_thread(encoder.write, chunk.pcm[i : i + step])
+                    if data:
+                        yield data
                 chunk = await anext(chunks, None)
         tail = await asyncio.to_thread(encoder.finish)
         if tail:
