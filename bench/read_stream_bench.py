@@ -1,11 +1,13 @@
 """WS /read/stream benchmark on the embedded engine: time to first audio and concurrent real-time streams.
 
-    python bench/read_stream_bench.py [--runs 5] [--max-streams 64] [--budget-s 240]
+    python bench/read_stream_bench.py [--runs 5] [--background 4] [--max-streams 64] [--budget-s 240]
 
 Prints:
   * time to first audio (TTFA: `start` sent -> first PCM frame received) for a ~2,000-word text and for a
     one-sentence text, medians over alternating runs, and their ratio (goal <= 1.2: a long text must not
     delay the first sound);
+  * the same one-sentence TTFA while --background streams read long texts on the server, and its ratio
+    to the idle figure (a busy server must still start speaking at once);
   * for 1, 2, 4, 8, ... simultaneous streams, whether every stream keeps real time: playback starts when
     its first frame arrives, and no later frame may arrive after the moment it is due to play
     (`late_ms` is the worst lateness; `x_rt` the audio seconds received per wall second after the first
@@ -120,6 +122,40 @@ async def measure_ttfa(url: str, runs: int) -> tuple[list[float], list[float]]:
     return short, long_
 
 
+async def background_reader(url: str, text: str, first_audio: asyncio.Event, stop: asyncio.Event) -> None:
+    """A listener reading a long text and taking audio as fast as it comes, until told to stop."""
+    async with websockets.connect(url + "/read/stream", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "text": text}))
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(0.2):
+                    message = await ws.recv()
+            except TimeoutError:
+                continue
+            if isinstance(message, bytes):
+                first_audio.set()
+            elif json.loads(message)["type"] in ("complete", "error"):
+                await ws.send(json.dumps({"type": "start", "text": text}))  # keep the load on
+
+
+async def measure_newcomer(url: str, background: int, runs: int) -> list[float]:
+    """TTFA of a one-sentence stream while `background` streams read long texts on the same server."""
+    stop = asyncio.Event()
+    started = [asyncio.Event() for _ in range(background)]
+    text = long_text()
+    readers = [asyncio.create_task(background_reader(url, text, e, stop)) for e in started]
+    try:
+        await asyncio.gather(*(e.wait() for e in started))
+        ttfas = []
+        for _ in range(runs):
+            ttfas.append((await one_stream(url, ONE_SENTENCE)).ttfa)
+            await asyncio.sleep(0.3)
+        return ttfas
+    finally:
+        stop.set()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+
 async def measure_concurrency(url: str, max_streams: int, deadline: float) -> list[tuple[int, bool, str]]:
     # About 25 s of audio per stream: long enough that synthesis, not start-up, decides.
     text = " ".join([ONE_SENTENCE, *_BODY[:6]])
@@ -167,7 +203,9 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-streams", type=int, default=64)
+    parser.add_argument("--background", type=int, default=4, help="streams running during the newcomer test")
     parser.add_argument("--budget-s", type=float, default=240.0, help="stop adding streams after this")
+    parser.add_argument("--no-concurrency", action="store_true", help="skip the concurrent-streams part")
     args = parser.parse_args()
 
     server = ServerProcess("serve", env={"LOG_LEVEL": "warning"})
@@ -190,15 +228,22 @@ async def main() -> int:
         )
         print(f"  ratio long/short: {l_med / s_med:.2f}  (goal <= 1.2)")
 
-        print("concurrent streams (each must receive audio faster than it plays):")
-        rows = await measure_concurrency(server.ws_url, args.max_streams, started + args.budget_s)
-        rows = await refine(server.ws_url, rows, started + args.budget_s)
-        keeping = max((n for n, ok, _ in rows if ok), default=0)
-        capped = all(ok for _, ok, _ in rows)
-        print(
-            f"  streams keeping real time: {keeping}{'+' if capped else ''}"
-            f"{' (stopped at the cap or the time budget)' if capped else ''}"
-        )
+        ttfas = await measure_newcomer(server.ws_url, args.background, args.runs)
+        n_med = statistics.median(ttfas)
+        print(f"time to first audio of a new stream while {args.background} streams read 2,000-word texts:")
+        print(f"  {n_med * 1000:7.1f} ms   (runs: {', '.join(f'{x * 1000:.0f}' for x in ttfas)})")
+        print(f"  ratio to the idle server: {n_med / s_med:.2f}")
+
+        if not args.no_concurrency:
+            print("concurrent streams (each must receive audio faster than it plays):")
+            rows = await measure_concurrency(server.ws_url, args.max_streams, started + args.budget_s)
+            rows = await refine(server.ws_url, rows, started + args.budget_s)
+            keeping = max((n for n, ok, _ in rows if ok), default=0)
+            capped = all(ok for _, ok, _ in rows)
+            print(
+                f"  streams keeping real time: {keeping}{'+' if capped else ''}"
+                f"{' (stopped at the cap or the time budget)' if capped else ''}"
+            )
         print(f"load average at end {os.getloadavg()[0]:.2f}; wall {time.monotonic() - started:.0f} s")
     finally:
         server.stop()
