@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -36,7 +37,7 @@ def _engine_server(args: argparse.Namespace) -> int:
         print(f"voice-gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    run(settings, args.host, args.port, args.omni_model_name, args.tts_model_name)
+    run(settings, args.host, args.port, args.omni_model_name, args.tts_model_name, args.api_key)
     return 0
 
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--port", type=int, default=8091, help="port (default 8091, as vLLM-Omni's examples)")
     engine.add_argument("--omni-model-name", default="voice-gateway/omni-cpu", help="Omni served name")
     engine.add_argument("--tts-model-name", default="voice-gateway/tts-cpu", help="TTS served name")
+    engine.add_argument(
+        "--api-key", default=os.environ.get("VLLM_API_KEY"), help="require this Bearer key on /v1 (as vLLM)"
+    )
     engine.set_defaults(func=_engine_server)
     return parser
 

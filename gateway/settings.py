@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     tts_model: str = Field("", alias="TTS_MODEL")
     omni_server_version: str = Field("", alias="OMNI_SERVER_VERSION")  # picks /v1/realtime or HTTP streaming
     omni_realtime: bool = Field(False, alias="OMNI_REALTIME")  # opt-in; needs OMNI_SERVER_VERSION >= 0.29
+    # vLLM's --api-key: sent as `Authorization: Bearer`; never logged or shown in /config.
+    omni_api_key: SecretStr | None = Field(None, alias="OMNI_API_KEY")
+    tts_api_key: SecretStr | None = Field(None, alias="TTS_API_KEY")
     omni_speaker: Literal["ethan", "chelsie", "aiden"] = Field("ethan", alias="OMNI_SPEAKER")
     omni_audio_output: Literal["auto", "on", "off"] = Field("auto", alias="OMNI_AUDIO_OUTPUT")
     tts_voices_dir: str = Field("", alias="TTS_VOICES_DIR")  # <name>.wav + <name>.txt reference clips

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.engine_server import chat, errors, speech
@@ -90,7 +92,27 @@ class ServerMetrics:
             self.generation_tokens.labels(model_name=name, stage="0").inc(generated)
 
 
-def create_engine_app(engine_set: EngineSet) -> FastAPI:
+class ApiKeyAuth:
+    """vLLM's `--api-key`: every `/v1` route needs `Authorization: Bearer <key>`, else 401
+    `{"error": "Unauthorized"}`; /health, /metrics, /version and /ping stay open."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope.get("path", "").startswith("/v1"):
+            given = dict(scope.get("headers", ())).get(b"authorization", b"")
+            if scope.get("method") != "OPTIONS" and not hmac.compare_digest(given, self.expected):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await JSONResponse({"error": "Unauthorized"}, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_engine_app(engine_set: EngineSet, api_key: str | None = None) -> FastAPI:
     app = FastAPI(title="voice-gateway engine server (vLLM-Omni API on CPU)", version=__version__)
     app.state.engine_set = engine_set
     app.state.uploaded_voices = {}
@@ -126,17 +148,21 @@ def create_engine_app(engine_set: EngineSet) -> FastAPI:
             generate_latest(request.app.state.server_metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
 
+    if api_key:
+        app.add_middleware(ApiKeyAuth, key=api_key)
     return app
 
 
-async def serve(engine_set: EngineSet, host: str, port: int, log_level: str) -> None:
+async def serve(
+    engine_set: EngineSet, host: str, port: int, log_level: str, api_key: str | None = None
+) -> None:
     """Load, then listen (so clients see refused connections while loading, as with vLLM-Omni)."""
     import uvicorn
 
     t0 = time.perf_counter()
     await engine_set.start()
     log.info("engine-server models loaded in %.1f s", time.perf_counter() - t0)
-    app = create_engine_app(engine_set)
+    app = create_engine_app(engine_set, api_key)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     try:
         await uvicorn.Server(config).serve()
@@ -144,6 +170,8 @@ async def serve(engine_set: EngineSet, host: str, port: int, log_level: str) -> 
         await engine_set.aclose()
 
 
-def run(settings: Any, host: str, port: int, omni_name: str, tts_name: str) -> None:
+def run(
+    settings: Any, host: str, port: int, omni_name: str, tts_name: str, api_key: str | None = None
+) -> None:
     engine_set = EngineSet(settings, omni_name=omni_name, tts_name=tts_name)
-    asyncio.run(serve(engine_set, host, port, settings.log_level))
+    asyncio.run(serve(engine_set, host, port, settings.log_level, api_key))

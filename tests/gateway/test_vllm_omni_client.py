@@ -301,3 +301,37 @@ async def test_a_caller_leaving_closes_the_backend_stream_at_once(server: FaultS
         await gen.aclose()
     finally:
         await backend.aclose()
+
+
+async def test_api_key_as_vllm_checks_it() -> None:
+    """The engine server's `--api-key` guards /v1 like vLLM's; the client sends OMNI_API_KEY / TTS_API_KEY."""
+    import httpx
+
+    from gateway.engine_server.app import create_engine_app
+    from gateway.engine_server.models import EngineSet
+    from gateway.settings import load_settings
+
+    engine_set = EngineSet(load_settings())  # models are not loaded: /v1/models and /health need none
+    app = create_engine_app(engine_set, api_key="s3cret")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://es") as http:
+            denied = await http.get("/v1/models")
+            assert denied.status_code == 401 and denied.json() == {"error": "Unauthorized"}
+            assert (await http.get("/health")).status_code == 503  # open, and still loading
+        for key, state in (("s3cret", ModelState.LOADING), ("wrong", ModelState.LOADING)):
+            cfg = BackendConfig(name="tts", url="http://es", api_key=key)
+            backend = BackendClient(cfg, transport=httpx.ASGITransport(app=app))
+            try:
+                await backend.poll_once()
+                assert backend.state is state  # /health says loading either way
+                if key == "s3cret":
+                    assert (await backend.request_json("GET", "/v1/models"))["object"] == "list"
+                else:
+                    with pytest.raises(BackendError) as err:
+                        await backend.request_json("GET", "/v1/models")
+                    assert err.value.status == 502 and "401" in err.value.message
+                assert "s3cret" not in repr(cfg)
+            finally:
+                await backend.aclose()
+    finally:
+        await engine_set.aclose()

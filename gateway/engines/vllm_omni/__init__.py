@@ -29,7 +29,9 @@ def realtime_ws_supported(server_version: str) -> bool:
 
 
 def backend_config(settings: Settings, name: str, url: str, model: str, hint: str) -> BackendConfig:
+    secret = settings.omni_api_key if name == "omni" else settings.tts_api_key
     return BackendConfig(
+        api_key=secret.get_secret_value() if secret is not None else "",
         name=name,
         url=url,
         connect_timeout=settings.backend_connect_timeout,

@@ -74,6 +74,7 @@ class BackendConfig:
     model: str = ""  # the served model id requests must name; "" = discover it
     model_hint: str = ""  # substring that picks our model when a server lists several
     max_connections: int = 64
+    api_key: str = field(default="", repr=False)  # vLLM `--api-key`: `Authorization: Bearer <key>`
 
 
 class BreakerState(enum.Enum):
@@ -175,7 +176,11 @@ class BackendClient:
             keepalive_expiry=30.0,
         )
         self.http = httpx.AsyncClient(
-            base_url=config.url, timeout=timeout, limits=limits, transport=transport
+            base_url=config.url,
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            headers=self.auth_headers(),
         )
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset)
         self.stats = BackendStats()
@@ -428,6 +433,9 @@ class BackendClient:
         finally:
             if response is not None:
                 await response.aclose()
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
 
     def _trace_headers(self) -> dict[str, str]:
         """`X-Request-Id` sets vLLM's request id ([E]): the gateway's request id (from the log context)

@@ -81,7 +81,12 @@ class VllmOmniRealtimeResponder:
         cfg = backend.config
         url = f"{self.ws_url}/v1/realtime?model={quote(backend.model_id)}"
         try:
-            async with websockets.connect(url, open_timeout=cfg.connect_timeout, max_size=None) as ws:
+            async with websockets.connect(
+                url,
+                open_timeout=cfg.connect_timeout,
+                max_size=None,
+                additional_headers=backend.auth_headers(),
+            ) as ws:
                 async for event in self._converse(ws, request):
                     yield event
         except BackendError as err:
