@@ -188,8 +188,17 @@ class VoiceSession:
             self._early = (len(pcm), self.turns.speech_windows, task)
 
     async def _early_asr(self, pcm: bytes) -> Transcription:
+        samples = await asyncio.to_thread(
+            _to_rate, pcm, self.sample_rate, self._engines.transcriber.sample_rate
+        )
+        return await self._asr(samples)
+
+    async def _asr(self, samples: np.ndarray) -> Transcription:
         asr = self._engines.transcriber
-        samples = await asyncio.to_thread(_to_rate, pcm, self.sample_rate, asr.sample_rate)
+        # A transcriber may offer a faster mode for short spoken turns (the embedded Whisper does).
+        utterance = getattr(asr, "transcribe_utterance", None)
+        if utterance is not None:
+            return await utterance(samples, self.config.language)
         return await asr.transcribe(samples, self.config.language)
 
     def _drop_early(self) -> None:
@@ -237,14 +246,21 @@ class VoiceSession:
         self._task = asyncio.create_task(self._respond(item_id, response_id, pcm, t0), name=response_id)
 
     async def respond(
-        self, instructions: str | None = None, speak: bool | None = None, max_tokens: int | None = None
+        self,
+        instructions: str | None = None,
+        speak: bool | None = None,
+        max_tokens: int | None = None,
+        messages: list[ChatMessage] | None = None,
     ) -> str:
-        """Reply to the conversation as it stands (no new audio); returns the response id."""
+        """Reply to the conversation as it stands (no new audio); returns the response id. `messages`, when
+        given, is the whole prompt instead of the history (Realtime's out-of-band responses)."""
         if self.responding:
             raise VoiceError("response_in_progress", "a reply is already in progress; interrupt it first")
         self._seq += 1
         response_id = f"resp_{self._seq}"
-        reply = self._respond("", response_id, None, time.monotonic(), instructions, speak, max_tokens)
+        reply = self._respond(
+            "", response_id, None, time.monotonic(), instructions, speak, max_tokens, messages
+        )
         self._task = asyncio.create_task(reply, name=response_id)
         return response_id
 
@@ -304,7 +320,7 @@ class VoiceSession:
             except Exception:  # a failed guess costs nothing but the regular transcription below
                 log.debug("early transcription of %s failed", item_id, exc_info=True)
         if result is None:
-            result = await self._engines.transcriber.transcribe(samples, self.config.language)
+            result = await self._asr(samples)
         timings.asr_s = time.monotonic() - t
         await self._send(Transcript(item_id, result.text, result.language, result.duration))
         return result.text.strip()
@@ -318,6 +334,7 @@ class VoiceSession:
         instructions: str | None = None,
         speak: bool | None = None,
         max_tokens: int | None = None,
+        messages: list[ChatMessage] | None = None,
     ) -> None:
         timings = ResponseTimings(commit=t0)
         cfg = self.config
@@ -335,7 +352,7 @@ class VoiceSession:
                 if self._transcriptions:
                     await asyncio.wait(set(self._transcriptions))
                     prior = self.history.messages(instructions or cfg.instructions)
-                history, audio = prior, None
+                history, audio = (prior if messages is None else messages), None
             elif responder.accepts_audio:
                 # The model hears the audio itself; the transcript (for the client and the memory) runs
                 # beside it instead of in front of it.
