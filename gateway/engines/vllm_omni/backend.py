@@ -150,14 +150,6 @@ class BackendStats:
         self.failures[code] = self.failures.get(code, 0) + 1
 
 
-@dataclass(frozen=True)
-class HealthSnapshot:
-    state: ModelState
-    model_id: str
-    detail: str | None
-    served: tuple[str, ...]
-
-
 class BackendClient:
     """The pooled client, breaker and health poller of one backend."""
 
@@ -209,8 +201,10 @@ class BackendClient:
         """The id requests must name (`model`): the configured name, else the one the server serves."""
         return self._model_id
 
-    def snapshot(self) -> HealthSnapshot:
-        return HealthSnapshot(self._state, self._model_id, self._detail, self._served)
+    @property
+    def served(self) -> tuple[str, ...]:
+        """The model ids the server listed at its last successful /v1/models."""
+        return self._served
 
     def on_ready(self, callback: Callable[[], Any]) -> None:
         """Run `callback` (sync or async) every time the backend becomes ready (e.g. register voices)."""
@@ -423,6 +417,9 @@ class BackendClient:
             self.stats.count("ok")
             self.record_success()
         except BackendError as err:
+            if err.backend != self.name:  # another backend failed inside this block (the TTS fallback)
+                self.breaker.release()
+                raise
             self.stats.count("error")
             self.record_failure(err)
             raise
