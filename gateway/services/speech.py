@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from gateway.engines.base import SynthesisChunk, SynthesisRequest, Synthesizer
 from gateway.errors import APIError
 from gateway.metrics import Metrics
+from gateway.services.forced_alignment import LANGUAGES as ALIGN_LANGUAGES
+from gateway.services.forced_alignment import aligner
 from gateway.text import NormalizedText, normalize
 from gateway.text.chunks import to_original
 
@@ -75,6 +77,11 @@ async def stream_speech(
                 metrics.audio_generation_latency.labels(engine=synth.name, kind="sentence").observe(
                     chunk.generation_s
                 )
+            if request.timings and not chunk.words and chunk.pcm and spoken.language in ALIGN_LANGUAGES:
+                # The engine has no alignment of its own (vLLM-Omni): force-align the sentence's text.
+                sentence = spoken.text[chunk.text_start : chunk.text_end]
+                words = await aligner().align(chunk.pcm, chunk.sample_rate, sentence, chunk.text_start)
+                chunk = replace(chunk, words=tuple(words))
             yield to_original(chunk, norm) if request.normalize else chunk
     finally:
         await gen.aclose()  # type: ignore[attr-defined]
