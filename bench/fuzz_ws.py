@@ -1,4 +1,4 @@
-"""Fuzzing of the WebSocket protocols (/read/stream, /voice) against a real gateway process.
+"""Fuzzing of the WebSocket protocols (/read/stream, /voice, /v1/realtime) against a real gateway process.
 
 Each case is one message: text that is not JSON, JSON that is not an object, objects without a usable
 `type`, unknown types, known types with fields of the wrong type or absurd size, controls out of order,
@@ -44,7 +44,10 @@ class Protocol:
     ping: dict[str, Any]  # the barrier after each case; its pong must be told apart from a case's
     valid: dict[str, dict[str, Any]]  # a well-formed message per type the cases use
     setup: tuple[dict[str, Any], ...] = ()
-    binary_always_bad: bool = False
+    binary_must_error: str = "odd"  # "always", "odd" (not whole 16-bit samples) or "never" (any answer)
+    barrier_type: str = "pong"
+    other_types: tuple[str, ...] = ()  # real types the cases leave out; never sent as "unknown"
+    barrier_key: str = "id"  # the barrier answer carries the same value under this key as the ping
 
 
 READ_STREAM = Protocol(
@@ -56,7 +59,7 @@ READ_STREAM = Protocol(
         "resume": {"type": "resume"},
         "cancel": {"type": "cancel"},
     },
-    binary_always_bad=True,
+    binary_must_error="always",
 )
 
 VOICE = Protocol(
@@ -86,7 +89,48 @@ VOICE = Protocol(
     ),
 )
 
-PROTOCOLS = {"read_stream": READ_STREAM, "voice": VOICE}
+_SILENCE_B64 = "A" * 1280  # 960 bytes of zeros in base64
+
+# OpenAI Realtime has no ping: the barrier asks for an item that does not exist and waits for the error
+# naming the barrier's event_id. No case asks for a response: the fuzzer is about parsing and state.
+REALTIME = Protocol(
+    path="/v1/realtime",
+    ping={"type": "conversation.item.retrieve", "item_id": "fuzz_missing", "event_id": "fuzz-barrier"},
+    barrier_type="error",
+    barrier_key="event_id",
+    valid={
+        "session.update": {
+            "type": "session.update",
+            "session": {"type": "realtime", "instructions": "Brief."},
+        },
+        "input_audio_buffer.append": {"type": "input_audio_buffer.append", "audio": _SILENCE_B64},
+        "input_audio_buffer.commit": {"type": "input_audio_buffer.commit"},
+        "input_audio_buffer.clear": {"type": "input_audio_buffer.clear"},
+        "conversation.item.create": {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi."}]},
+        },
+        "conversation.item.delete": {"type": "conversation.item.delete", "item_id": "item_x"},
+        "conversation.item.truncate": {
+            "type": "conversation.item.truncate",
+            "item_id": "item_x",
+            "content_index": 0,
+            "audio_end_ms": 10,
+        },
+        "response.cancel": {"type": "response.cancel"},
+        "output_audio_buffer.clear": {"type": "output_audio_buffer.clear"},
+    },
+    setup=(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+        },
+    ),
+    binary_must_error="never",
+    other_types=("response.create", "transcription_session.update"),
+)
+
+PROTOCOLS = {"read_stream": READ_STREAM, "voice": VOICE, "realtime": REALTIME}
 
 
 @dataclass
@@ -184,7 +228,7 @@ def generate(rng: random.Random, proto: Protocol, max_bytes: int = WS_MAX_BYTES)
         name = rng.choice(
             ["START", "stop", "", " ping", "audio.append", "response.create", _rand_text(rng, 8)]
         )
-        if name in proto.valid:
+        if name in proto.valid or name in proto.other_types or name == proto.ping["type"]:
             name += "_"
         return Case(kind, _dumps({"type": name, **_rand_value_dict(rng)}), must_error=True)
     if kind == "mutated":
@@ -196,7 +240,7 @@ def generate(rng: random.Random, proto: Protocol, max_bytes: int = WS_MAX_BYTES)
     if kind == "binary":
         n = rng.choice([0, 1, 3, 961, 4800, 48_001])
         data = rng.randbytes(n)
-        bad = proto.binary_always_bad or n % 2 == 1
+        bad = proto.binary_must_error == "always" or (proto.binary_must_error == "odd" and n % 2 == 1)
         return Case(kind, data, must_error=bad and n > 0)
     if kind == "deep_nesting":
         depth = rng.choice([1000, 100_000])
@@ -224,6 +268,12 @@ class WsFuzzResult:
         return sum(self.cases.values())
 
 
+def _error_code(event: dict[str, Any]) -> str:
+    """`code` at the top (ours) or inside `error` (OpenAI Realtime)."""
+    nested = event.get("error")
+    return str(event.get("code") or (nested.get("code") if isinstance(nested, dict) else None) or "?")
+
+
 async def _answer(ws: ClientConnection, proto: Protocol) -> list[dict[str, Any]]:
     """Send a ping and collect the JSON events that arrive before its pong."""
     await ws.send(json.dumps(proto.ping))
@@ -233,8 +283,14 @@ async def _answer(ws: ClientConnection, proto: Protocol) -> list[dict[str, Any]]
         if isinstance(message, bytes):
             continue
         event = json.loads(message)
-        # read_stream's pong carries no id (its cases never ping); /voice echoes the barrier's id.
-        if event.get("type") == "pong" and event.get("id") == proto.ping.get("id"):
+        # read_stream's pong carries no id (its cases never ping); /voice echoes the barrier's id;
+        # /v1/realtime names the barrier's event_id in its error.
+        key = proto.barrier_key
+        nested = event.get("error") if isinstance(event.get("error"), dict) else {}
+        if event.get("type") == proto.barrier_type and proto.ping.get(key) in (
+            event.get(key),
+            nested.get(key),
+        ):
             return events
         events.append(event)
 
@@ -289,7 +345,7 @@ async def fuzz_protocol(
             continue
         if case.expect_close:
             result.findings.append(f"{label}: a frame over the limit was accepted")
-        codes = [e.get("code", "?") for e in events if e.get("type") == "error"]
+        codes = [_error_code(e) for e in events if e.get("type") == "error"]
         for code in codes:
             result.errors_seen[str(code)] += 1
         if "internal_error" in codes:
