@@ -95,9 +95,14 @@ CASES: list[tuple[Any, str, str | None]] = [
         "previous_item_id",
     ),
     (
-        {"type": "response.create", "response": {"conversation": "none"}},
+        {"type": "response.create", "response": {"conversation": "conv_elsewhere"}},
         "unsupported_parameter",
         "response.conversation",
+    ),
+    (
+        {"type": "response.create", "response": {"input": [{"type": "item_reference", "id": MISSING}]}},
+        "item_not_found",
+        "response.input.0.id",
     ),
     (
         {"type": "response.create", "response": {"temperature": "hot"}},
@@ -283,3 +288,47 @@ async def test_api_keys_as_openai_clients_send_them(hardened_gateway: ServerProc
             with pytest.raises(websockets.ConnectionClosed) as info:
                 await recv(c)
             assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+
+
+async def test_out_of_band_response_answers_its_own_input_and_stays_out_of_the_conversation(
+    gateway: ServerProcess,
+) -> None:
+    async with websockets.connect(f"{gateway.ws_url}/v1/realtime?model=gpt-realtime", max_size=None) as ws:
+        await until(ws, "session.created")
+        user = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "I love the sea."}],
+        }
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": user}))
+        user_id = (await until(ws, "conversation.item.added"))["item"]["id"]
+        await until(ws, "conversation.item.done")
+        ask = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "One word: topic?"}],
+        }
+        response = {
+            "conversation": "none",
+            "output_modalities": ["text"],
+            "metadata": {"purpose": "topic"},
+            "input": [{"type": "item_reference", "id": user_id}, ask],
+        }
+        await ws.send(json.dumps({"type": "response.create", "response": response}))
+        kinds: list[str] = []
+        while (event := await recv(ws))["type"] != "response.done":
+            assert event["type"] != "error", event
+            kinds.append(event["type"])
+            if event["type"] == "response.created":
+                assert event["response"]["conversation_id"] is None
+        assert "response.output_text.delta" in kinds and "response.output_text.done" in kinds
+        assert not [k for k in kinds if k.startswith("conversation.item")]  # nothing joins the conversation
+        assert event["response"]["status"] == "completed" and event["response"]["metadata"] == {
+            "purpose": "topic"
+        }
+        answer = event["response"]["output"][0]
+        assert answer["content"][0]["text"].strip()
+        await ws.send(json.dumps({"type": "conversation.item.retrieve", "item_id": answer["id"]}))
+        assert (await recv(ws))["error"]["code"] == "item_not_found"
+        await ws.send(json.dumps({"type": "conversation.item.retrieve", "item_id": user_id}))
+        assert (await recv(ws))["item"]["id"] == user_id

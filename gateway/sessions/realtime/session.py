@@ -102,12 +102,23 @@ class ItemHistory:
         return len(self.items)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What a `response.create` asked for, until the core starts the reply."""
+
+    modalities: tuple[str, ...]
+    out_of_band: bool = False  # conversation "none": the reply is not added to the conversation
+    metadata: dict[str, str] | None = None
+
+
 @dataclass
 class _Response:
     id: str
     core_id: str
     item: Item
     modalities: tuple[str, ...]
+    out_of_band: bool = False
+    metadata: dict[str, str] | None = None
     cancel_reason: str | None = None
     transcript: str = ""  # streamed so far (text deltas)
     wire_bytes: int = 0
@@ -153,7 +164,7 @@ class RealtimeConnection:
         self._pending_item_id: str | None = None  # the id speech_started announced for the next commit
         self._user_items: dict[str, str] = {}  # core item id -> realtime item id
         self._response: _Response | None = None
-        self._requested: tuple[str, ...] | None = None  # modalities asked by the pending response.create
+        self._requested: _Request | None = None  # the pending response.create
         self._captions = (
             LiveCaptions(engines.transcriber, self.rate) if self.config.type == "transcription" else None
         )
@@ -293,15 +304,22 @@ class RealtimeConnection:
 
     async def _on_item_create(self, event: p.ConversationItemCreate) -> None:
         # Everything that can be refused is checked before any audio is decoded or transcribed.
-        item = item_from_param(event.item)
-        if item.id in self.items:
+        item_from_param(event.item)
+        if event.item.id is not None and event.item.id in self.items:
             raise RealtimeError(
-                "duplicate_item_id", f"Item with id {item.id!r} already exists.", param="item.id"
+                "duplicate_item_id", f"Item with id {event.item.id!r} already exists.", param="item.id"
             )
         if event.previous_item_id not in (None, "root"):
             self.items.get(event.previous_item_id, "previous_item_id")
+        item = await self._materialize(event.item)
+        previous = self.items.add(item, event.previous_item_id)
+        await self._announce_item(item, previous)
+
+    async def _materialize(self, param: p.ItemParam) -> Item:
+        """A client's message item with its audio measured and, where no transcript came, transcribed."""
+        item = item_from_param(param)
         limit_ms = self.settings.voice_max_input_seconds * 1000
-        for i, content in enumerate(event.item.content):
+        for i, content in enumerate(param.content):
             if content.type != "input_audio" or not content.audio:
                 continue
             try:
@@ -319,8 +337,7 @@ class RealtimeConnection:
             item.content[i].audio_ms = ms
             if content.transcript is None and pcm:
                 item.content[i].transcript = await self._transcribe(pcm)
-        previous = self.items.add(item, event.previous_item_id)
-        await self._announce_item(item, previous)
+        return item
 
     async def _transcribe(self, pcm: bytes) -> str:
         asr = self.engines.transcriber
@@ -366,15 +383,25 @@ class RealtimeConnection:
                 "invalid_request", "A transcription session makes no responses.", param="type"
             )
         params = event.response or p.ResponseParams()
-        if params.input is not None or params.conversation not in (None, "auto"):
+        if params.conversation not in (None, "auto", "none"):
             raise RealtimeError(
                 "unsupported_parameter",
-                "Out-of-band responses (conversation 'none', custom input) are not supported; the response "
-                "always answers the session's conversation.",
-                param="response.conversation"
-                if params.conversation not in (None, "auto")
-                else "response.input",
+                "response.conversation is 'auto' (the session's conversation) or 'none' (out of band); "
+                "named conversations are not supported.",
+                param="response.conversation",
             )
+        if self.core.responding:
+            raise RealtimeError(
+                "conversation_already_has_active_response",
+                "A response is already in progress; cancel it before creating another.",
+            )
+        messages = None
+        if params.input is not None:
+            # The prompt is exactly these items (OpenAI's custom context); references name existing items.
+            context = [await self._input_item(item, i) for i, item in enumerate(params.input)]
+            instructions = params.instructions or self.config.instructions or self.core.config.instructions
+            messages = [ChatMessage("system", instructions)]
+            messages += [ChatMessage(item.role, item.text()) for item in context if item.text()]
         asked = params.output_modalities or params.modalities
         modalities = (
             (("audio",) if "audio" in asked else ("text",)) if asked else self.config.output_modalities
@@ -383,13 +410,31 @@ class RealtimeConnection:
         max_tokens = None
         if isinstance(limit, int):
             max_tokens = min(limit, self.settings.voice_max_response_tokens)
-        self._requested = modalities
+        self._requested = _Request(modalities, params.conversation == "none", params.metadata)
         try:
             await self.core.respond(
-                instructions=params.instructions, speak="audio" in modalities, max_tokens=max_tokens
+                instructions=params.instructions,
+                speak="audio" in modalities,
+                max_tokens=max_tokens,
+                messages=messages,
             )
         except BaseException:
             self._requested = None
+            raise
+
+    async def _input_item(self, param: p.ItemParam, index: int) -> Item:
+        if param.type == "item_reference":
+            if not param.id:
+                where = f"response.input.{index}.id"
+                raise RealtimeError(
+                    "missing_required_parameter", f"Missing required parameter: '{where}'.", param=where
+                )
+            return self.items.get(param.id, f"response.input.{index}.id")
+        try:
+            return await self._materialize(param)
+        except RealtimeError as err:
+            if err.param and err.param.startswith("item"):
+                err.param = f"response.input.{index}" + err.param.removeprefix("item")
             raise
 
     async def _on_response_cancel(self, event: p.ResponseCancel) -> None:
@@ -498,8 +543,8 @@ class RealtimeConnection:
             "status": status,
             "status_details": None,
             "output": [r.item.wire(self.wire.beta)] if status != "in_progress" else [],
-            "conversation_id": "conv_" + self.session_id.removeprefix("sess_"),
-            "metadata": None,
+            "conversation_id": None if r.out_of_band else "conv_" + self.session_id.removeprefix("sess_"),
+            "metadata": r.metadata,
             "usage": None,
         }
         if self.wire.beta:
@@ -510,17 +555,23 @@ class RealtimeConnection:
         return body | extra
 
     async def _response_started(self, event: ResponseStarted) -> None:
-        modalities, self._requested = self._requested or self.config.output_modalities, None
+        request, self._requested = self._requested or _Request(self.config.output_modalities), None
+        modalities = request.modalities
         part = "output_audio" if "audio" in modalities else "output_text"
         item = Item(new_id("item"), "assistant", [], status="in_progress")
-        r = _Response(new_id("resp"), event.response_id, item, modalities)
+        r = _Response(
+            new_id("resp"), event.response_id, item, modalities, request.out_of_band, request.metadata
+        )
         self._response = r
         await self.send("response.created", response=self._response_object(r, "in_progress"))
-        previous = self.items.add(item)
         await self.send(
             "response.output_item.added", response_id=r.id, output_index=0, item=item.wire(self.wire.beta)
         )
-        await self.send("conversation.item.added", previous_item_id=previous, item=item.wire(self.wire.beta))
+        if not r.out_of_band:
+            previous = self.items.add(item)
+            await self.send(
+                "conversation.item.added", previous_item_id=previous, item=item.wire(self.wire.beta)
+            )
         item.content.append(ContentPart(part, text="" if part == "output_text" else None, transcript=""))
         await self.send(
             "response.content_part.added",
@@ -570,7 +621,8 @@ class RealtimeConnection:
         await self.send("response.content_part.done", **ids, part=part.wire(self.wire.beta))
         item = r.item.wire(self.wire.beta)
         await self.send("response.output_item.done", response_id=r.id, output_index=0, item=item)
-        await self.send("conversation.item.done", item=item)
+        if not r.out_of_band:
+            await self.send("conversation.item.done", item=item)
         details: dict[str, Any] | None = None
         if status == "cancelled":
             details = {"type": "cancelled", "reason": r.cancel_reason or "client_cancelled"}
