@@ -26,6 +26,8 @@ SEL = 'namespace=~"$namespace", instance=~"$instance"'
 RI = "$__rate_interval"
 S5XX = 'status=~"5.."'
 SERR = 'status=~"4..|5.."'
+READY = 'phase="Ready"'
+RESULT_OK = 'result="ok"'
 
 
 def _target(expr: str, legend: str, ref: str, instant: bool = False) -> dict[str, Any]:
@@ -583,7 +585,146 @@ def model_servers_dashboard() -> dict[str, Any]:
     )
 
 
-DASHBOARDS = {"voice-gateway.json": gateway_dashboard, "model-servers.json": model_servers_dashboard}
+def operator_dashboard() -> dict[str, Any]:
+    L = Layout()
+    rec = "voice_operator_reconciles_total"
+    dur = "voice_operator_reconcile_duration_seconds"
+
+    L.row("Resources")
+    L.add(
+        stat(
+            "VoiceGateways managed",
+            f"sum({q('voice_operator_managed_resources')})",
+            "short",
+            "VoiceGateway resources the operator knows.",
+            [("green", None)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "Ready",
+            f"sum({q('voice_operator_resources_by_phase', READY)})",
+            "short",
+            "VoiceGateway resources in phase Ready.",
+            [("green", None)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "Reconcile failure ratio",
+            f"1 - sum(rate({q(rec, RESULT_OK)}[{RI}])) / sum(rate({q(rec)}[{RI}]))",
+            "percentunit",
+            "Share of reconciles that did not end ok (failed apply, invalid resource, error).",
+            [("green", None), ("orange", 0.01), ("red", 0.1)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        stat(
+            "Reconcile p95",
+            f"histogram_quantile(0.95, sum by (le) (rate({q(dur + '_bucket')}[{RI}])))",
+            "s",
+            "95th percentile of reconcile duration.",
+            [("green", None), ("orange", 1), ("red", 5)],
+        ),
+        6,
+        4,
+    )
+    L.add(
+        series(
+            "Resources by phase",
+            [(f"sum by (phase) ({q('voice_operator_resources_by_phase')})", "{{phase}}")],
+            "short",
+            "Pending, Progressing, Ready, Degraded, Invalid.",
+            stack=True,
+        ),
+        24,
+        7,
+    )
+
+    L.row("Reconciles and API")
+    L.add(
+        series(
+            "Reconciles by trigger and result",
+            [(f"sum by (trigger, result) (rate({q(rec)}[{RI}]))", "{{trigger}} {{result}}")],
+            "ops",
+            "Create/update/resume/timer/child-event reconciles and how they ended.",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Reconcile duration",
+            [
+                (
+                    f"histogram_quantile(0.5, sum by (trigger, le) (rate({q(dur + '_bucket')}[{RI}])))",
+                    "p50 {{trigger}}",
+                ),
+                (
+                    f"histogram_quantile(0.95, sum by (trigger, le) (rate({q(dur + '_bucket')}[{RI}])))",
+                    "p95 {{trigger}}",
+                ),
+            ],
+            "s",
+            "Reconcile duration quantiles by trigger.",
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Kubernetes API requests",
+            [
+                (
+                    f"sum by (verb, code) (rate({q('voice_operator_api_requests_total')}[{RI}]))",
+                    "{{verb}} {{code}}",
+                )
+            ],
+            "reqps",
+            "The operator's API calls by verb and status code (403 means its RBAC lacks a permission).",
+            stack=True,
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Reconcile errors and API retries",
+            [
+                (f"sum by (kind) (rate({q('voice_operator_errors_total')}[{RI}]))", "error {{kind}}"),
+                (
+                    f"sum by (reason) (rate({q('voice_operator_api_retries_total')}[{RI}]))",
+                    "retry {{reason}}",
+                ),
+            ],
+            "ops",
+            "Errors by kind (invalid_spec, apply) and retried API calls by reason (conflict, 5xx, timeout).",
+        ),
+        12,
+        8,
+    )
+
+    return _dashboard(
+        uid="voice-gateway-operator",
+        title="Voice Gateway / Operator",
+        description="The VoiceGateway operator: phases, reconciles, durations, API calls, errors.",
+        variable_metric="voice_operator_managed_resources",
+        panels=L.panels,
+    )
+
+
+DASHBOARDS = {
+    "voice-gateway.json": gateway_dashboard,
+    "model-servers.json": model_servers_dashboard,
+    "operator.json": operator_dashboard,
+}
 
 
 def render() -> dict[Path, str]:

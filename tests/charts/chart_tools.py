@@ -112,7 +112,7 @@ def crd_json_schema(crd: Obj) -> Obj:
     return conv(version["schema"]["openAPIV3Schema"])
 
 
-METRIC_RE = re.compile(r"\b(voice_gateway_[a-z0-9_]+|vllm:[a-z0-9_:]+|up)\b")
+METRIC_RE = re.compile(r"\b(voice_gateway_[a-z0-9_]+|voice_operator_[a-z0-9_]+|vllm:[a-z0-9_:]+|up)\b")
 
 
 def gateway_metric_families() -> set[str]:
@@ -132,6 +132,15 @@ def engine_server_metric_families() -> set[str]:
     from gateway.engine_server.app import ServerMetrics
 
     return _names(ServerMetrics("omni", "tts").registry.collect())
+
+
+def operator_metric_families() -> set[str]:
+    """The metric names the operator exports (voice_operator.metrics on the default registry)."""
+    import prometheus_client
+    import voice_operator.metrics  # noqa: F401  (registers the families)
+
+    fams = [f for f in prometheus_client.REGISTRY.collect() if f.name.startswith("voice_operator_")]
+    return _names(fams)
 
 
 def _names(families: Any) -> set[str]:

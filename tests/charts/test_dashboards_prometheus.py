@@ -1,32 +1,28 @@
-"""The Grafana dashboards against a real Prometheus (Debian `prometheus`) scraping a real gateway.
+"""The Grafana dashboards against a real Prometheus (Debian `prometheus`) scraping real processes.
 
 A model server (`voice-gateway engine-server`, vLLM-Omni's API on the CPU engines) and a gateway in front of
 it (`voice-gateway serve`, vLLM-Omni engine) run on 127.0.0.1, the gateway with a simulated NVML so its GPU
-code path exports the GPU gauges; Prometheus scrapes it every second and evaluates the chart's alert
+code path exports the GPU gauges; Prometheus scrapes both every second and evaluates the chart's alert
 rules; the test sends real traffic, then runs every dashboard query (variables resolved as Grafana would)
-and requires data.
+and requires data. The operator dashboard runs against the real operator in test_chart_on_control_plane.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from tests.charts.chart_tools import (
-    CHART,
     MONITORING_APIS,
     REPO,
     VLLM_OMNI_ONLY,
@@ -34,31 +30,32 @@ from tests.charts.chart_tools import (
     gateway_metric_families,
     metric_names,
     one,
+    operator_metric_families,
     template,
-    tool,
 )
-from tests.support import ServerProcess, free_port
+from tests.charts.prom import (
+    DASHBOARDS,
+    Prometheus,
+    grafana_regex_escape,
+    resolve_variables,
+    run_panel_query,
+    running_prometheus,
+    scrape_job,
+    silent_families,
+    targets,
+    wait,
+)
+from tests.support import ServerProcess
 
-DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 FAKE_NVML = Path(__file__).resolve().parent / "fake_nvml"
-RATE_INTERVAL = "1m"
-
-
-def _targets(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    out = []
-    for panel in dashboard["panels"]:
-        for t in panel.get("targets", []):
-            out.append((f"{panel['title']} [{t['refId']}]", t["expr"]))
-    return out
-
-
-ALL_TARGETS = [
-    (f"{p.stem}: {title}", expr) for p in DASHBOARDS for title, expr in _targets(json.loads(p.read_text()))
-]
+ALL_TARGETS = [t for p in DASHBOARDS for t in targets(p.stem)]
+LIVE_TARGETS = [t for t in ALL_TARGETS if not t[0].startswith("operator:")]
 
 
 # ---- static checks ----------------------------------------------------------------------------------------
 def test_dashboards_are_generated_and_well_formed() -> None:
+    import json
+
     proc = subprocess.run(
         [sys.executable, "monitoring/build_dashboards.py", "--check"],
         cwd=REPO,
@@ -68,13 +65,13 @@ def test_dashboards_are_generated_and_well_formed() -> None:
     assert proc.returncode == 0, (
         "dashboards are stale: run python3 monitoring/build_dashboards.py\n" + proc.stderr
     )
+    assert {p.stem for p in DASHBOARDS} == {"voice-gateway", "model-servers", "operator"}
     uids = set()
     for path in DASHBOARDS:
         d = json.loads(path.read_text())
         assert d["uid"] not in uids
         uids.add(d["uid"])
-        names = [v["name"] for v in d["templating"]["list"]]
-        assert names == ["datasource", "namespace", "instance"]
+        assert [v["name"] for v in d["templating"]["list"]] == ["datasource", "namespace", "instance"]
         ids = [p["id"] for p in d["panels"]]
         assert len(ids) == len(set(ids))
         cells: set[tuple[int, int]] = set()
@@ -103,15 +100,19 @@ def test_dashboard_covers_the_issue_panels() -> None:
         "gpu utilization",
         "gpu memory",
         "model-server health",
+        "time to first audio packet",
+        "requests waiting",
+        "reconciles by trigger",
     ):
         assert needle in titles, needle  # fmt: skip
 
 
 def _exported(title: str) -> set[str]:
-    """What the process behind a dashboard exports: the gateway, or the model servers (engine-server in cpu
-    mode exports vLLM-Omni's names); `up` comes from Prometheus itself."""
+    """What the process behind a dashboard exports; `up` comes from Prometheus itself."""
     if title.startswith("model-servers:"):
         return engine_server_metric_families() | VLLM_OMNI_ONLY | {"up"}
+    if title.startswith("operator:"):
+        return operator_metric_families()
     return gateway_metric_families()
 
 
@@ -126,26 +127,8 @@ def test_queries_use_only_metrics_that_are_exported(title: str, expr: str) -> No
 class Stack:
     gateway: ServerProcess
     engine_server: ServerProcess
-    prometheus_url: str
+    prom: Prometheus
     namespace: str
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        r = httpx.get(f"{self.prometheus_url}/api/v1/query", params={"query": expr}, timeout=10)
-        body = r.json()
-        assert r.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
-        return body["data"]["result"]
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(what)
 
 
 def _traffic(url: str) -> int:
@@ -171,9 +154,8 @@ def _traffic(url: str) -> int:
 
 
 def _model_server_traffic(url: str) -> int:
-    """vLLM-Omni API calls on the engine-server: speech (whole and streamed) and a short text chat turn.
-    Returns how many requests finished. Each kind runs twice, a scrape apart: a labelled series is born on
-    its first observation, so rate() needs a second one to see an increase."""
+    """vLLM-Omni API calls on the engine-server: speech (whole and streamed) and a short text chat turn,
+    twice, a scrape apart. Returns how many requests finished."""
     finished = 0
     with httpx.Client(base_url=url, timeout=120) as c:
         for round_ in range(2):
@@ -195,30 +177,14 @@ def _model_server_traffic(url: str) -> int:
     return finished
 
 
-def _scrape_job(job: str, port: int, namespace: str, service: str) -> dict[str, Any]:
-    """A static scrape job with the labels the chart's ServiceMonitors attach in a cluster."""
-    return {
-        "job_name": job,  # the Service's app.kubernetes.io/component, through the ServiceMonitor's jobLabel
-        "static_configs": [
-            {
-                "targets": [f"127.0.0.1:{port}"],
-                "labels": {"namespace": namespace, "service": service, "pod": f"{service}-0"},
-            }
-        ],
-    }
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus = tool("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
     env_path = os.pathsep.join(p for p in (str(FAKE_NVML), os.environ.get("PYTHONPATH", "")) if p)
     # The cpu-mode topology the operator deploys: `voice-gateway engine-server` as the Omni and TTS model
     # server, the gateway in front of it through its vLLM-Omni engine.
     engine = ServerProcess("engine-server")
     gateway: ServerProcess | None = None
-    prom: subprocess.Popen[bytes] | None = None
-    log = (tmp / "prometheus.log").open("wb")
     try:
         engine.wait_ready()
         gateway = ServerProcess(
@@ -233,133 +199,69 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         gateway.wait_ready()
         namespace = "voice-test"
-        rules = one(template(*MONITORING_APIS), "PrometheusRule")["spec"]
-        (tmp / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(tmp / "rules.yaml")],
-            "scrape_configs": [
-                _scrape_job("gateway", gateway.port, namespace, "vg-gateway"),
-                # one engine-server plays both model servers (in a cluster: two Deployments)
-                _scrape_job("omni", engine.port, namespace, "vg-omni"),
-                _scrape_job("tts", engine.port, namespace, "vg-tts"),
-            ],
-        }
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        prom = subprocess.Popen(
-            [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        s = Stack(gateway, engine, f"http://127.0.0.1:{port}", namespace)
-        _wait(
-            lambda: httpx.get(f"{s.prometheus_url}/-/ready", timeout=2).status_code == 200,
-            30,
-            "prometheus ready",
+        rules = tmp / "rules.yaml"
+        rules.write_text(
+            yaml.safe_dump(one(template(*MONITORING_APIS), "PrometheusRule")["spec"], sort_keys=False)
         )
-        _wait(lambda: len(s.query("up == 1")) == 3, 30, "first scrape of every target")
-        time.sleep(2)  # a few samples before the traffic, so rate() sees the increase
-        reads = _traffic(gateway.url)
-        finished = _model_server_traffic(engine.url)
+        jobs = [
+            scrape_job("gateway", gateway.port, namespace, "vg-gateway"),
+            # one engine-server plays both model servers (in a cluster: two Deployments)
+            scrape_job("omni", engine.port, namespace, "vg-omni"),
+            scrape_job("tts", engine.port, namespace, "vg-tts"),
+        ]
+        with running_prometheus(tmp, jobs, [rules]) as prom:
+            time.sleep(2)  # a few samples before the traffic, so rate() sees the increase
+            reads = _traffic(gateway.url)
+            finished = _model_server_traffic(engine.url)
 
-        def scraped() -> bool:
-            read = s.query('sum(voice_gateway_requests_total{endpoint="/read"})')
-            done = s.query('sum(vllm:omni_requests_success_total{job="omni"})')
-            return (
-                bool(read and done)
-                and float(read[0]["value"][1]) >= reads
-                and (float(done[0]["value"][1]) >= finished)
-            )
+            def scraped() -> bool:
+                return (
+                    prom.value('sum(voice_gateway_requests_total{endpoint="/read"})') >= reads
+                    and prom.value('sum(vllm:omni_requests_success_total{job="omni"})') >= finished
+                )
 
-        _wait(scraped, 30, "traffic scraped")
-        time.sleep(3)
-        yield s
+            wait(scraped, 30, "traffic scraped")
+            time.sleep(3)
+            yield Stack(gateway, engine, prom, namespace)
     finally:
-        if prom is not None:
-            prom.terminate()
-            try:
-                prom.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                prom.kill()
-                prom.wait()
-        log.close()
         if gateway is not None:
             gateway.stop()
         engine.stop()
 
 
-def _grafana_regex_escape(value: str) -> str:
-    """What Grafana's Prometheus data source does to a multi-value variable: regex metacharacters escaped with
-    a backslash that is itself escaped for the PromQL string literal."""
-    return re.sub(r"([.*+?^$()\[\]{}|\\])", r"\\\\\1", value)
-
-
-def _resolve_variables(stack: Stack, dashboard: dict[str, Any]) -> dict[str, str]:
-    """Resolve the dashboard's query variables the way Grafana does (label_values through the label API)."""
-    values: dict[str, str] = {}
-    for var in dashboard["templating"]["list"]:
-        if var["type"] != "query":
-            continue
-        q = var["query"]["query"]
-        for name, val in values.items():
-            q = q.replace(f"${name}", val)
-        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", q)
-        assert m, q
-        r = httpx.get(
-            f"{stack.prometheus_url}/api/v1/label/{m.group(2)}/values",
-            params={"match[]": m.group(1)},
-            timeout=10,
-        ).json()
-        assert r["status"] == "success" and r["data"], f"variable {var['name']}: no values for {q}"
-        values[var["name"]] = "|".join(_grafana_regex_escape(v) for v in r["data"])
-    return values
-
-
 def test_dashboard_variables_resolve(stack: Stack) -> None:
-    for path in DASHBOARDS:
-        values = _resolve_variables(stack, json.loads(path.read_text()))
+    for stem, process in (("voice-gateway", stack.gateway), ("model-servers", stack.engine_server)):
+        values = resolve_variables(stack.prom, stem)
         assert values["namespace"] == stack.namespace
-        process = stack.engine_server if path.stem == "model-servers" else stack.gateway
-        assert values["instance"] == _grafana_regex_escape(f"127.0.0.1:{process.port}")
+        assert values["instance"] == grafana_regex_escape(f"127.0.0.1:{process.port}")
 
 
-@pytest.mark.parametrize(("title", "expr"), ALL_TARGETS, ids=[t for t, _ in ALL_TARGETS])
+@pytest.mark.parametrize(("title", "expr"), LIVE_TARGETS, ids=[t for t, _ in LIVE_TARGETS])
 def test_every_dashboard_query_returns_data(stack: Stack, title: str, expr: str) -> None:
-    dashboard = json.loads(next(p for p in DASHBOARDS if title.startswith(p.stem + ":")).read_text())
-    q = expr.replace("$__rate_interval", RATE_INTERVAL)
-    for name, val in _resolve_variables(stack, dashboard).items():
-        q = q.replace(f"${name}", val)
-    assert "$" not in q, q
-    process = stack.engine_server if title.startswith("model-servers:") else stack.gateway
+    stem = title.split(":", 1)[0]
+    process = stack.engine_server if stem == "model-servers" else stack.gateway
     exposition = httpx.get(process.url + "/metrics", timeout=10).text
-    families = {m for m in metric_names(expr) if m != "up"}
-    silent = {f for f in families if not re.search(rf"^{f}(_bucket|_count|_sum|_total)?{{", exposition, re.M)}
+    silent = silent_families({m for m in metric_names(expr) if m != "up"}, exposition)
     if silent and silent <= VLLM_OMNI_ONLY:
         pytest.xfail(f"only a real vLLM-Omni exports {sorted(silent)} (the CPU engine-server has no queue)")
     if silent:
         # the process declares the family but no code path has set it yet (e.g. tokens/s before LLM replies)
         pytest.xfail(f"{process.url} exports no sample of {sorted(silent)} yet")
-    result = stack.query(q)
-    assert result, f"{title}: no data for {q}"
-    numbers = [float(r["value"][1]) for r in result]
-    assert any(not math.isnan(v) for v in numbers), f"{title}: only NaN for {q}"
+    run_panel_query(stack.prom, stem, expr)
 
 
 def test_chart_alert_rules_evaluate_cleanly_on_real_data(stack: Stack) -> None:
-    def loaded() -> bool:
-        groups = httpx.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-        rules = [r for g in groups for r in g["rules"]]
-        return len(rules) == 8 and all(r.get("lastEvaluation", "").startswith("2") and
-                                       not r["lastEvaluation"].startswith("0001") for r in rules)  # fmt: skip
+    def evaluated() -> bool:
+        rules = stack.prom.rules()
+        return len(rules) == 8 and all(not r.get("lastEvaluation", "0001").startswith("0001") for r in rules)
 
-    _wait(loaded, 20, "rules evaluated")
-    groups = httpx.get(f"{stack.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    for rule in (r for g in groups for r in g["rules"]):
+    wait(evaluated, 20, "rules evaluated")
+    rules = stack.prom.rules()
+    for rule in rules:
         assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
-    # a healthy gateway with traffic fires nothing (GPU memory is 75 % of the simulated card)
-    firing = [a for g in groups for r in g["rules"] for a in r.get("alerts", []) if a["state"] == "firing"]
+    # a healthy stack with traffic fires nothing (GPU memory is 75 % of the simulated card)
+    firing = [a for r in rules for a in r.get("alerts", []) if a["state"] == "firing"]
     assert not firing, firing
     # and the GPU gauges went through the gateway's real NVML code path
-    used = stack.query(f'voice_gateway_gpu_memory_used_mb{{namespace="{stack.namespace}"}}')
-    assert used and math.isclose(float(used[0]["value"][1]), 46068 * 0.75, rel_tol=0.01)
+    used = stack.prom.value(f'voice_gateway_gpu_memory_used_mb{{namespace="{stack.namespace}"}}')
+    assert math.isclose(used, 46068 * 0.75, rel_tol=0.01)
