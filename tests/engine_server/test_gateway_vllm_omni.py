@@ -167,3 +167,12 @@ async def test_read_stream_websocket_through_omni(omni_gateway: ServerProcess) -
     assert TEXT[marks[1]["char_start"] : marks[1]["char_end"]].startswith("Every sentence")
     whole = read(omni_gateway, response_format="pcm").content
     assert bytes(audio) == whole  # the engine server's Piper is deterministic, and so is the path through
+
+
+def test_a_voice_the_server_lost_is_sent_inline(
+    omni_gateway: ServerProcess, engine_server: ServerProcess
+) -> None:
+    """The TTS server restarted between two polls and forgot the uploaded voice: /read still works."""
+    assert httpx.delete(engine_server.url + "/v1/audio/voices/narrator").status_code == 200
+    r = read(omni_gateway, voice="narrator")
+    assert r.status_code == 200 and decode_wav(r.content).duration > 2

@@ -270,8 +270,24 @@ class VllmOmniSynthesizer:
         )
 
     async def _sentence(self, text: str, voice: str, language: str, speed: float) -> tuple[bytes, float]:
-        """One sentence, whole: the streamed PCM16 24 kHz joined and brought to the gateway's rate."""
         t0 = time.perf_counter()
+        try:
+            pcm = await self._fetch(text, voice, language)
+        except BackendError as exc:
+            # A server restarted between two polls has lost the voices we uploaded ("Base task with
+            # built-in speaker ... requires 'ref_audio'"): send this voice's clip inline from now on;
+            # the next reconnect registers it again.
+            if voice not in self._registered or exc.status != 502 or "answered 4" not in exc.message:
+                raise
+            log.warning("the TTS server no longer knows voice %r: sending its clip inline", voice)
+            self._registered.discard(voice)
+            pcm = await self._fetch(text, voice, language)
+        if abs(speed - 1.0) > 1e-3:
+            pcm = await asyncio.to_thread(change_tempo, pcm, self.sample_rate, speed)
+        return pcm, time.perf_counter() - t0
+
+    async def _fetch(self, text: str, voice: str, language: str) -> bytes:
+        """One sentence, whole: the streamed PCM16 24 kHz joined and brought to the gateway's rate."""
         joiner = PcmJoiner(self.sample_rate)
         parts: list[bytes] = []
         async with self.backend.stream(
@@ -289,9 +305,7 @@ class VllmOmniSynthesizer:
         pcm = b"".join(parts)
         if not pcm:
             raise bad_answer("tts", "the TTS server sent no audio for a sentence")
-        if abs(speed - 1.0) > 1e-3:
-            pcm = await asyncio.to_thread(change_tempo, pcm, self.sample_rate, speed)
-        return pcm, time.perf_counter() - t0
+        return pcm
 
     async def stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisChunk]:
         self.backend.check_usable("tts")
