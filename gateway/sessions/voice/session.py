@@ -194,12 +194,7 @@ class VoiceSession:
         return await self._asr(samples)
 
     async def _asr(self, samples: np.ndarray) -> Transcription:
-        asr = self._engines.transcriber
-        # A transcriber may offer a faster mode for short spoken turns (the embedded Whisper does).
-        utterance = getattr(asr, "transcribe_utterance", None)
-        if utterance is not None:
-            return await utterance(samples, self.config.language)
-        return await asr.transcribe(samples, self.config.language)
+        return await self._engines.transcriber.transcribe(samples, self.config.language)
 
     def _drop_early(self) -> None:
         if self._early is not None:
