@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -154,7 +155,7 @@ class ConnectionRegistry:
 
 class WebSocketGuard:
     """Per WebSocket: take a stream slot (else close 1013 with the reason), track activity for the idle
-    timeout, and let shutdown close it with 1001."""
+    timeout, and let shutdown close it with 1001. Per HTTP POST: take a slot too (else 429)."""
 
     def __init__(self, app: ASGIApp, limiter: StreamLimiter, registry: ConnectionRegistry) -> None:
         self.app = app
@@ -162,6 +163,9 @@ class WebSocketGuard:
         self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            await self._http(scope, receive, send)
+            return
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
@@ -210,3 +214,24 @@ class WebSocketGuard:
         finally:
             self.registry.discard(conn)
             self.limiter.release(kind, key)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every POST synthesizes or transcribes: it holds a slot until its last byte, like a stream."""
+        key = scope.get(KEY_SCOPE)
+        try:
+            self.limiter.try_acquire("http", key)
+        except LimitExceeded as exc:
+            log.warning("request refused", extra={"reason": exc.reason, "path": scope.get("path", "")})
+            body = json.dumps({"error": {"code": "too_many_requests", "message": exc.reason}}).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+            ]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.limiter.release("http", key)

@@ -34,8 +34,13 @@ def _register_metrics(app: FastAPI, limiter: StreamLimiter, registry: Connection
     Gauge(
         "voice_gateway_asyncio_tasks", "asyncio tasks alive in the gateway event loop", registry=reg
     ).set_function(_task_count)
+    Gauge("voice_gateway_websocket_connections", "Open WebSocket connections", registry=reg).set_function(
+        lambda: float(len(registry.connections))
+    )
     Gauge(
-        "voice_gateway_websocket_connections", "WebSocket connections holding a stream slot", registry=reg
+        "voice_gateway_stream_slots_in_use",
+        "Slots of MAX_STREAMS held: WebSocket sessions and HTTP POSTs in flight",
+        registry=reg,
     ).set_function(lambda: float(limiter.total))
     reg.register(_LimitCollector(limiter, registry))  # type: ignore[arg-type]
 

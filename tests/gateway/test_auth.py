@@ -80,7 +80,10 @@ def test_websocket_refuses_without_key_with_1008(hardened_gateway: ServerProcess
 
 def test_websocket_key_forms(hardened_gateway: ServerProcess) -> None:
     url = hardened_gateway.ws_url + "/read/stream"
-    with connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+    with connect(
+        url, additional_headers={"Authorization": f"Bearer {KEY}", "X-Request-ID": "ws-trace-1"}
+    ) as ws:
+        assert ws.response is not None and ws.response.headers["x-request-id"] == "ws-trace-1"
         _read_stream_works(ws)
     with connect(url + f"?api_key={FILE_KEY}") as ws:
         _read_stream_works(ws)

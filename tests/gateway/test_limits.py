@@ -1,5 +1,6 @@
 """Stream limits, idle timeout and message size on a real gateway (tests/gateway/hardened.py):
-each refusal is a close code with a reason, slots come back when sessions end, the server stays up."""
+each refusal is a close code (or 429) with a reason, slots come back when sessions end, the server
+stays up."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def test_concurrent_streams_per_key_and_in_total(hardened_gateway: ServerProcess
             with _open(hardened_gateway, FILE_KEY) as c1:
                 code, reason = _closed(c1)
             assert code == 1013 and "gateway limit is 3" in reason, (code, reason)
+            # HTTP work shares the slots: with all three held, a POST is told to come back.
+            busy = httpx.post(
+                hardened_gateway.url + "/read",
+                headers={"Authorization": f"Bearer {FILE_KEY}"},
+                json={"text": "Hello."},
+            )
+            assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+            assert busy.json()["error"]["code"] == "too_many_requests"
+            assert "gateway limit is 3" in busy.json()["error"]["message"]
         a1.close()
         deadline = time.monotonic() + 10
         while True:  # the slot frees once the server has seen the close
