@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -189,7 +190,9 @@ class RealtimeConnection:
             return
         try:
             async with self._lock:
-                await self.ws.send_json(message)
+                # ASCII-escaped: an echoed client string (an unknown type) may hold a lone surrogate,
+                # which UTF-8 cannot encode; that used to drop the connection (bench/fuzz_ws.py).
+                await self.ws.send_text(json.dumps(message, separators=(",", ":")))
         except Exception:  # the client is gone; the receive loop sees the disconnect and cleans up
             self._gone = True
 
