@@ -12,7 +12,8 @@
    word mapping, offsets back to the original text), wall and CPU time, RTF.
 4. Normalization: microseconds per character of input.
 
-Bounded: about a minute on 2 cores. Prints absolute figures and ratios against the baseline of the same run.
+Bounded: a few minutes on a busy 2-core machine (--reps 5). Prints absolute figures and ratios against the
+baseline of the same run; --skip-server / --only-ttfa run parts.
 """
 
 from __future__ import annotations
