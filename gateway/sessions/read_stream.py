@@ -637,6 +637,8 @@ class ReadStreamSession:
             if not (s.closing or s.finishing):  # past that point it ends by itself within moments
                 s.task.cancel()
             await asyncio.wait([s.task])  # not `await task`: its CancelledError is not ours
+        if not s.closing:  # its task never ran (the client left at once): the framer is ours to close
+            s.framer.close()
         if self.stream is s:
             self.stream = None
 

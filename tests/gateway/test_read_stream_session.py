@@ -244,3 +244,12 @@ async def test_streams_through_a_scheduler_are_unchanged_and_release_every_slot(
     assert scheduler.busy == 0 and scheduler.waiting == 0
     for session in sessions:
         await session.aclose()
+
+
+async def test_a_client_leaving_right_after_start_leaves_nothing_behind(synth: PiperSynthesizer) -> None:
+    metrics = Metrics()
+    session = ReadStreamSession(synth, Recorder(), metrics=metrics, scheduler=SynthesisScheduler(1))
+    await session.receive_text(json.dumps({"type": "start", "text": LONG_TEXT, "format": "opus"}))
+    await session.aclose()  # before the stream's task has run a single step
+    assert session.stream is None and not stream_tasks()
+    assert metrics.active_streams.labels(kind="read_stream")._value.get() == 0
