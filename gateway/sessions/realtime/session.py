@@ -165,7 +165,7 @@ class RealtimeConnection:
         self._pending_item_id: str | None = None  # the id speech_started announced for the next commit
         self._user_items: dict[str, str] = {}  # core item id -> realtime item id
         self._response: _Response | None = None
-        self._requested: _Request | None = None  # the pending response.create
+        self._requests: dict[str, _Request] = {}  # core response id -> what response.create asked
         self._captions = (
             LiveCaptions(engines.transcriber, self.rate) if self.config.type == "transcription" else None
         )
@@ -413,17 +413,14 @@ class RealtimeConnection:
         max_tokens = None
         if isinstance(limit, int):
             max_tokens = min(limit, self.settings.voice_max_response_tokens)
-        self._requested = _Request(modalities, params.conversation == "none", params.metadata)
-        try:
-            await self.core.respond(
-                instructions=params.instructions,
-                speak="audio" in modalities,
-                max_tokens=max_tokens,
-                messages=messages,
-            )
-        except BaseException:
-            self._requested = None
-            raise
+        # The core starts the reply in a task, so the id is known before its first event.
+        core_id = await self.core.respond(
+            instructions=params.instructions,
+            speak="audio" in modalities,
+            max_tokens=max_tokens,
+            messages=messages,
+        )
+        self._requests[core_id] = _Request(modalities, params.conversation == "none", params.metadata)
 
     async def _input_item(self, param: p.ItemParam, index: int) -> Item:
         if param.type == "item_reference":
@@ -558,7 +555,8 @@ class RealtimeConnection:
         return body | extra
 
     async def _response_started(self, event: ResponseStarted) -> None:
-        request, self._requested = self._requested or _Request(self.config.output_modalities), None
+        request = self._requests.pop(event.response_id, None) or _Request(self.config.output_modalities)
+        self._requests.clear()  # a reply that failed before it started leaves nothing behind
         modalities = request.modalities
         part = "output_audio" if "audio" in modalities else "output_text"
         item = Item(new_id("item"), "assistant", [], status="in_progress")
