@@ -98,6 +98,8 @@ async def test_sdk_spoken_question_server_vad_commits_and_the_answer_is_spoken(
     transcript = next(e for e in log if e.type == "conversation.item.input_audio_transcription.completed")
     assert transcript.item_id == committed.item_id
     assert wer(question, transcript.transcript) <= 0.2, transcript.transcript
+    deltas = [e.delta for e in log if e.type == "conversation.item.input_audio_transcription.delta"]
+    assert "".join(deltas) == transcript.transcript
     assert done.response.status == "completed"
     assert done.response.usage.output_tokens > 0
     reply = audio_of(log)

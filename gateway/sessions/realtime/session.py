@@ -513,8 +513,10 @@ class RealtimeConnection:
             self.items.get(item_id).content[0].transcript = text
         if self.config.transcription is None:
             return
+        # Conversation sessions get the whole transcript as one delta, as OpenAI does for whisper-1, so
+        # clients that build captions from deltas alone see it too.
         rest = self._captions.finish(text) if self._captions is not None else text
-        if rest and self.config.type == "transcription":
+        if rest:
             await self.send(
                 "conversation.item.input_audio_transcription.delta",
                 item_id=item_id,
