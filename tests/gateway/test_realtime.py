@@ -151,15 +151,20 @@ async def test_sdk_cancel_stops_deltas_then_truncate_keeps_only_what_was_heard(
         item = done.response.output[0]
         assert item.status == "incomplete"
         kept = item.content[0].transcript or ""
-        sent_ms = (len(audio_of(log)) + len(late)) * 1000 // 48000
-        assert sent_ms > 0
+        received_ms = (len(audio_of(log)) + len(late)) * 1000 // 48000
+        between: list[Any] = []  # everything after response.done, until the next response
 
-        # The user heard only the first 300 ms: the server forgets the rest.
+        # The item's audio is exactly what the client received: cutting there changes nothing...
+        await conn.conversation.item.truncate(item_id=item.id, content_index=0, audio_end_ms=received_ms)
+        await until(conn, "conversation.item.truncated", between)
+        await conn.send({"type": "conversation.item.retrieve", "item_id": item.id})
+        assert (await until(conn, "conversation.item.retrieved", between)).item.content[0].transcript == kept
+        # ...and when the user heard only the first 300 ms, the server forgets the rest.
         await conn.conversation.item.truncate(item_id=item.id, content_index=0, audio_end_ms=300)
-        truncated = await until(conn, "conversation.item.truncated")
+        truncated = await until(conn, "conversation.item.truncated", between)
         assert (truncated.item_id, truncated.audio_end_ms) == (item.id, 300)
         await conn.send({"type": "conversation.item.retrieve", "item_id": item.id})
-        retrieved = await until(conn, "conversation.item.retrieved")
+        retrieved = await until(conn, "conversation.item.retrieved", between)
         heard = retrieved.item.content[0].transcript or ""
         assert len(heard.split()) <= 2, heard  # ~2.5 words a second: at most the first word or two
         assert kept.startswith(heard) and len(heard) < max(1, len(kept)), (heard, kept)
@@ -185,7 +190,8 @@ async def test_sdk_cancel_stops_deltas_then_truncate_keeps_only_what_was_heard(
                 "content": [{"type": "input_text", "text": "What is 2 plus 2?"}],
             }
         )
-        await until(conn, "conversation.item.added")
+        await until(conn, "conversation.item.added", between)
+        assert not [e for e in between if e.type.startswith("response.")]  # the cancelled reply stays silent
         await conn.response.create(response={"instructions": "Answer with one short sentence."})
         second = await until(conn, "response.done")
         assert second.response.status == "completed"
