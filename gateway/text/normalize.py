@@ -296,6 +296,10 @@ _YEAR_CUES = frozenset(
     ]
 )
 _ERAS = ("AD", "BC", "BCE", "CE")
+# "2024 was a good year", "1969 saw the first landing": a verb right after a bare number makes it a year.
+_YEAR_FOLLOWERS = frozenset(
+    ["was", "is", "will", "saw", "brought", "marked", "began", "ended", "had", "has", "became", "remains"]
+)
 
 NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _TLD = r"(?:com|org|net|io|dev|ai|edu|gov|app|co\.uk|uk|de|fr|eu|us|ca|info|biz)"
@@ -482,7 +486,12 @@ def _number(m: re.Match[str], text: str) -> str:
     token = m.group()
     if _looks_like_year(token):
         after = text[m.end() : m.end() + 5].strip()
-        if _previous_word(text, m.start()) in _YEAR_CUES or after.startswith(_ERAS):
+        following = re.match(r"\W*([A-Za-z]+)", text[m.end() : m.end() + 20])
+        if (
+            _previous_word(text, m.start()) in _YEAR_CUES
+            or after.startswith(_ERAS)
+            or (following is not None and following.group(1).lower() in _YEAR_FOLLOWERS)
+        ):
             return year(int(token))
     return cardinal(token)
 

@@ -72,6 +72,9 @@ CASES: list[tuple[str, str]] = [
     ("born in 1987,", "born in nineteen eighty seven"),
     ("1200 AD", "twelve hundred ad"),
     ("during 1944", "during nineteen forty four"),
+    ("2024 was a good year.", "twenty twenty four was a good year"),
+    ("1969 saw the first landing", "nineteen sixty nine saw the first landing"),
+    ("1500 people were there", "one thousand five hundred people were there"),
     # decades
     ("the 1990s", "the nineteen nineties"),
     ("the 1960s", "the nineteen sixties"),
