@@ -137,7 +137,7 @@ def test_session_update_validates_and_merges() -> None:
 
 async def test_llm_streams_tokens_and_stops_when_the_consumer_closes() -> None:
     executor = ThreadPoolExecutor(2)
-    responder = LlamaResponder(executor, threads=2)
+    responder = LlamaResponder(executor, threads=1)
     await responder.start()
     try:
         assert responder.state is ModelState.READY

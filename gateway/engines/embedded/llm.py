@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -59,7 +58,10 @@ class LlamaResponder:
     ) -> None:
         self._executor = executor
         self._n_ctx = n_ctx
-        self._threads = threads or min(4, os.cpu_count() or 2)
+        # One thread unless told otherwise: llama.cpp's workers spin-wait at every barrier, so on a small
+        # shared machine (ASR and TTS run beside it) two threads measured 8x slower and burned 9x the CPU of
+        # one; a 135M model decodes fast enough on one core.
+        self._threads = threads or 1
         self._temperature = temperature
         self._model_path = model_path
         self._llm: Any = None
