@@ -57,5 +57,10 @@ class OpenAISpeechRequest(BaseModel):
     instructions: str | None = Field(None, max_length=4096)
     # Gateway extensions (the openai SDK passes them with `extra_body`).
     stream: bool = Field(True, description="Chunked transfer while synthesizing (output=audio only).")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio",
+        description="`sse`: server-sent events as OpenAI sends them (speech.audio.delta, speech.audio.done); "
+        "with output=json also a speech.words event before each sentence's audio.",
+    )
     normalize: bool = Field(True, description=_NORMALIZE_DOC)
     output: SpeechOutput = Field("audio", description=_OUTPUT_DOC)

@@ -87,6 +87,10 @@ async def speech(
             timings=body.output != "audio",
         ),
     )
+    if body.stream_format == "sse":
+        events = await audio_stream(synth, request, body.response_format, metrics, sse=True)
+        headers = {"Cache-Control": "no-cache"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     if body.output == "audio" and body.stream:
         chunks = await audio_stream(synth, request, body.response_format, metrics)
         return StreamingResponse(chunks, media_type=CONTENT_TYPES[body.response_format])

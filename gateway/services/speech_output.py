@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,10 +21,10 @@ STREAM_GAUGE_KIND = "speech_http"
 ENCODE_SLICE_S = 0.25
 
 
-def word_timeline(chunks: list[SynthesisChunk]) -> list[dict[str, Any]]:
-    """Word timings on the timeline of the whole audio, with offsets into the original text."""
+def word_timeline(chunks: list[SynthesisChunk], offset: float = 0.0) -> list[dict[str, Any]]:
+    """Word timings on the timeline of the whole audio (`offset`: where the first chunk starts), with offsets
+    into the original text."""
     out: list[dict[str, Any]] = []
-    offset = 0.0
     for chunk in chunks:
         for w in chunk.words:
             item: dict[str, Any] = {
@@ -95,10 +96,16 @@ async def timed_body(result: SynthesisResult, fmt: str, text: str) -> dict[str, 
 
 
 async def audio_stream(
-    synth: Synthesizer, request: SynthesisRequest, fmt: str, metrics: Metrics | None = None
+    synth: Synthesizer,
+    request: SynthesisRequest,
+    fmt: str,
+    metrics: Metrics | None = None,
+    sse: bool = False,
 ) -> AsyncIterator[bytes]:
-    """Encoded audio as it is synthesized. The first sentence is synthesized before this returns, so an engine
-    error (not ready, bad voice...) still becomes a proper HTTP error instead of a truncated 200."""
+    """Encoded audio as it is synthesized: raw bytes, or with `sse` OpenAI's server-sent events
+    (`speech.audio.delta` with base64 audio, then `speech.audio.done`), plus a `speech.words` event before
+    each sentence's audio when the request asked for timings. The first sentence is synthesized before this
+    returns, so an engine error (not ready, bad voice...) is a proper HTTP error, not a truncated 200."""
     encoder = StreamEncoder(fmt, synth.sample_rate)
     chunks = stream_speech(synth, request, metrics)
     try:
@@ -111,7 +118,34 @@ async def audio_stream(
         encoder.close()
         await chunks.aclose()
         raise APIError(400, "nothing_to_say", "the text holds nothing that can be spoken")
-    return _drive(encoder, chunks, first, metrics)
+    pieces = _drive(encoder, chunks, first, metrics)
+    return _as_sse(pieces) if sse else _audio_only(pieces)
+
+
+async def _audio_only(pieces: AsyncIterator[tuple[SynthesisChunk | None, bytes]]) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+        async for chunk, data in pieces:
+            if chunk is None:
+                yield data
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _as_sse(pieces: AsyncIterator[tuple[SynthesisChunk | None, bytes]]) -> AsyncIterator[bytes]:
+    offset = 0.0
+    async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+        async for chunk, data in pieces:
+            if chunk is None:
+                yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
+                continue
+            if chunk.words:
+                yield _event({"type": "speech.words", "words": word_timeline([chunk], offset)})
+            offset += len(chunk.pcm) / 2 / chunk.sample_rate
+    # No tokens exist for this synthesis; the fields are there because clients read them.
+    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    yield _event({"type": "speech.audio.done", "usage": usage, "duration": round(offset, 3)})
 
 
 async def _drive(
@@ -119,7 +153,8 @@ async def _drive(
     chunks: AsyncIterator[SynthesisChunk],
     first: SynthesisChunk,
     metrics: Metrics | None,
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[tuple[SynthesisChunk | None, bytes]]:
+    """(chunk, b"") when a sentence begins, then (None, encoded bytes) as they come."""
     gauge = metrics.active_streams.labels(kind=STREAM_GAUGE_KIND) if metrics is not None else None
     if gauge is not None:
         gauge.inc()
@@ -128,16 +163,17 @@ async def _drive(
             chunk: SynthesisChunk | None = first
             step = int(ENCODE_SLICE_S * chunk.sample_rate) * 2  # bytes, whole samples
             while chunk is not None:
+                yield chunk, b""
                 # A sentence is encoded in slices so its first bytes leave before the whole of it is encoded:
                 # time to first audio stays that of pcm.
                 for i in range(0, len(chunk.pcm), step):
                     data = await asyncio.to_thread(encoder.write, chunk.pcm[i : i + step])
                     if data:
-                        yield data
+                        yield None, data
                 chunk = await anext(chunks, None)
         tail = await asyncio.to_thread(encoder.finish)
         if tail:
-            yield tail
+            yield None, tail
     finally:
         # A client that hangs up ends here too (the response closes this generator): synthesis stops.
         encoder.close()

@@ -232,3 +232,24 @@ async def test_read_stream_sends_sentence_marks_only_unless_asked(gateway: Serve
                     if event["type"] == "complete":
                         break
     assert kinds == ["sentence", "sentence"]
+
+
+def test_openai_sse_stream_carries_audio_and_words(client: httpx.Client) -> None:
+    text = "Events carry the audio. Words come first: $3.5 million."
+    body = {"model": "tts-1", "voice": "alloy", "input": text, "stream_format": "sse", "output": "json"}
+    with client.stream("POST", "/v1/audio/speech", json={**body, "response_format": "pcm"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "speech.words" and kinds[-1] == "speech.audio.done"
+    assert kinds.count("speech.words") == 2  # one per sentence, each before that sentence's audio
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    timed = _timed(client, text, response_format="pcm")
+    assert audio == base64.b64decode(timed["audio"])  # the same samples as the whole-file answer
+    words = [w for e in events if e["type"] == "speech.words" for w in e["words"]]
+    assert words == timed["words"]  # same timeline, same offsets into the original text
+    assert events[-1]["duration"] == pytest.approx(timed["duration"], abs=1e-3)
+    # Without output=json the stream is OpenAI's: audio deltas and done only.
+    with client.stream("POST", "/v1/audio/speech", json={**body, "output": "audio"}) as r:
+        kinds = [json.loads(line[6:])["type"] for line in r.iter_lines() if line.startswith("data: ")]
+    assert set(kinds) == {"speech.audio.delta", "speech.audio.done"}
