@@ -149,6 +149,16 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
   --cert-dir "$RUN/apiserver-certs" --v 1
 wait_for "kube-apiserver /readyz" 120 bash -c "[[ \$(${CURL[*]@Q} https://127.0.0.1:$API_PORT/readyz) == ok ]]"
+# /readyz in 1.20 does not wait for the RBAC authorizer's informers: until they sync, every RBAC-authorized
+# request is refused with 403. Wait until a request that only RBAC allows (the controller manager's
+# identity reading a ServiceAccount) is no longer refused; 200 and 404 both mean authorized.
+rbac_ok() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$PKI/ca.crt" --cert "$PKI/kcm.crt" --key "$PKI/kcm.key" \
+    "https://127.0.0.1:$API_PORT/api/v1/namespaces/kube-system/serviceaccounts/default")
+  [[ $code == 200 || $code == 404 ]]
+}
+wait_for "RBAC authorizer" 60 rbac_ok
 say "kube-apiserver ready on https://127.0.0.1:$API_PORT"
 
 if [[ -n $CRDS ]]; then

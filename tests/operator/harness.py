@@ -87,7 +87,10 @@ class Plane:
         if r.returncode != 0:
             raise RuntimeError(f"up.sh failed:\n{r.stdout}\n{r.stderr}")
 
-    def restart_apiserver(self, down_seconds: float = 2.0) -> None:
+    def restart_apiserver(self, down_seconds: float = 2.0, proxy: ConflictProxy | None = None) -> None:
+        """Stop the apiserver (clients get connection errors meanwhile), start it again. With a proxy, the
+        clients' requests are held while it starts, until RBAC answers: a 1.20 apiserver refuses every
+        RBAC-authorized request for a moment after /readyz, which is not what the audit looks for."""
         subprocess.run(
             ["bash", str(SCRIPTS / "down.sh"), "--state", str(self.state), "--only", "kube-apiserver"],
             check=True,
@@ -95,12 +98,18 @@ class Plane:
             timeout=60,
         )
         time.sleep(down_seconds)
-        r = subprocess.run(
-            ["bash", str(SCRIPTS / "up.sh"), "--state", str(self.state)],
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        if proxy is not None:
+            proxy.hold()
+        try:
+            r = subprocess.run(
+                ["bash", str(SCRIPTS / "up.sh"), "--state", str(self.state)],
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
+        finally:
+            if proxy is not None:
+                proxy.release()
         if r.returncode != 0:
             raise RuntimeError(f"up.sh (restart) failed:\n{r.stdout}\n{r.stderr}")
 
@@ -329,6 +338,13 @@ class ConflictProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
+    def hold(self) -> None:
+        """New requests wait (streams already open are unaffected) until release()."""
+        self._loop.call_soon_threadsafe(self._gate.clear)
+
+    def release(self) -> None:
+        self._loop.call_soon_threadsafe(self._gate.set)
+
     def arm_conflict(self, ns: str, name: str) -> None:
         self.armed.add((ns, name))
 
@@ -337,6 +353,7 @@ class ConflictProxy:
         ctx = ssl.create_default_context(cafile=self.ca)
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            await self._gate.wait()
             session = self._session
             path = request.rel_url.path
             if request.method == "PATCH" and path.endswith("/status") and "/voicegateways/" in path:
@@ -385,6 +402,8 @@ class ConflictProxy:
             return resp
 
         async def main() -> None:
+            self._gate = asyncio.Event()
+            self._gate.set()
             self._session = aiohttp.ClientSession()  # decompresses; Content-Encoding is dropped below
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", handle)
@@ -449,6 +468,17 @@ class OperatorProcess:
             if all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+    def forbidden_lines(self) -> list[str]:
+        """Log lines that show a missing permission. A create refused in a namespace that is being deleted
+        (NamespaceLifecycle admission, also a 403) is not one."""
+        text = self.log.read_text(errors="replace")
+        return [
+            line
+            for line in text.splitlines()
+            if ("forbidden" in line.lower() or "Not enough permissions" in line)
+            and "because it is being terminated" not in line
+        ]
 
     def tail(self, n: int = 60) -> str:
         try:
