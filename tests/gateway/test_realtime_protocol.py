@@ -338,3 +338,31 @@ def test_the_engine_history_holds_only_the_heard_part_after_truncation() -> None
         ("user", "Tell me about the sea."),
         ("assistant", "The sea is vast."),
     ]
+
+
+def test_a_reply_cut_short_keeps_the_words_heard_by_word_timing() -> None:
+    """The core's segments (sentence text, samples made and sent, word timings) -> the item's transcript."""
+    from types import SimpleNamespace
+
+    from gateway.engines.base import WordTiming
+    from gateway.sessions.realtime.session import RealtimeConnection
+    from gateway.sessions.voice.events import ResponseDone
+    from gateway.sessions.voice.playout import Segment
+
+    rate = 1000  # one sample a millisecond keeps the arithmetic readable
+    first = Segment(0, "Hello there.", 800, 800)
+    words = (
+        WordTiming("The", 0.0, 0.2, 0, 3),
+        WordTiming("sea", 0.2, 0.6, 4, 7),
+        WordTiming("is", 0.6, 0.7, 8, 10),
+        WordTiming("vast.", 0.7, 1.2, 11, 16),
+    )
+    second = Segment(1, "The sea is vast.", 1200, 500, words)  # sent up to 0.5 s: "sea" is half heard by 0.4
+    event = ResponseDone("resp_1", "interrupted", "Hello there. The sea", 1300, segments=(first, second))
+    text, spans = RealtimeConnection._spoken(SimpleNamespace(rate=rate), event)  # type: ignore[arg-type]
+    assert text == "Hello there. The sea"
+    assert [(s.start_ms, s.end_ms) for s in spans] == [(0, 800), (800, 1300)]
+    part = ContentPart("output_audio", transcript=text, audio_ms=1300, spans=spans)
+    item = Item("item_r", "assistant", [part])
+    item.truncate(0, 1050)  # "The" (800-1000) heard, "sea" (1000-1400) not half heard
+    assert part.transcript == "Hello there. The"

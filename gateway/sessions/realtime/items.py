@@ -86,6 +86,23 @@ def heard_offset(text: str, spans: list[SpokenSpan], audio_end_ms: float) -> int
     return cut
 
 
+def cut_at(transcript: str, spans: list[SpokenSpan], audio_end_ms: float) -> tuple[str, list[SpokenSpan]]:
+    """The transcript heard by `audio_end_ms`, and the spans cut to match: the sentence cut in two ends
+    where the cut is, in time and in text, so a later, shorter cut maps its time onto the words left."""
+    kept = transcript[: heard_offset(transcript, spans, audio_end_ms)].rstrip()
+    out: list[SpokenSpan] = []
+    for s in spans:
+        if s.start_ms >= audio_end_ms:
+            break
+        if s.end_ms <= audio_end_ms:
+            out.append(s)
+            continue
+        end = max(s.text_start, min(s.text_end, len(kept)))
+        words = tuple(w for w in s.words if w.text_end <= end)
+        out.append(SpokenSpan(s.start_ms, audio_end_ms, s.text_start, end, words))
+    return kept, out
+
+
 @dataclass
 class ContentPart:
     type: str  # GA names: input_text | input_audio | output_text | output_audio
@@ -159,18 +176,7 @@ class Item:
                 f"{round(part.audio_ms)} ms.",
                 param="audio_end_ms",
             )
-        transcript = part.transcript or ""
-        cut = heard_offset(transcript, part.spans, audio_end_ms)
-        part.transcript = transcript[:cut].rstrip()
-        # The sentence cut in two now ends where the cut is, in time and in text, so a later, shorter
-        # truncation maps its time onto the words that remain.
-        part.spans = [
-            s
-            if s.end_ms <= audio_end_ms
-            else SpokenSpan(s.start_ms, audio_end_ms, s.text_start, max(s.text_start, cut))
-            for s in part.spans
-            if s.start_ms < audio_end_ms
-        ]
+        part.transcript, part.spans = cut_at(part.transcript or "", part.spans, audio_end_ms)
         part.audio_ms = float(audio_end_ms)
 
 

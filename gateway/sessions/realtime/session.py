@@ -37,7 +37,16 @@ from gateway.sessions.realtime.config import (
     initial_config,
     render_session,
 )
-from gateway.sessions.realtime.items import ContentPart, Item, ItemStore, SpokenSpan, item_from_param, new_id
+from gateway.sessions.realtime.items import (
+    ContentPart,
+    Item,
+    ItemStore,
+    SpokenSpan,
+    WordSpan,
+    cut_at,
+    item_from_param,
+    new_id,
+)
 from gateway.sessions.realtime.protocol import RealtimeError
 from gateway.sessions.realtime.wire import Wire
 from gateway.sessions.voice.errors import VoiceError, from_exception
@@ -158,6 +167,7 @@ class RealtimeConnection:
             metrics,
             history=ItemHistory(self.items, settings.voice_history_tokens),
         )
+        self.core.word_timings = True  # truncation maps audio time to words with the synthesizer's timing
         self._decoder = InputDecoder(self.config.input_format, self.rate)
         self._encoder = OutputEncoder(self.config.output_format, self.rate)
         self._lock = asyncio.Lock()  # one writer: events stay whole and ordered
@@ -646,42 +656,47 @@ class RealtimeConnection:
         await self.send("response.done", response=body, timings=event.timings)
 
     def _spoken(self, event: ResponseDone) -> tuple[str, list[SpokenSpan]]:
-        """The transcript of the audio sent and where each sentence sits in it, for later truncation."""
+        """The transcript of the audio sent, and where each sentence (and word) sits in it in time.
+
+        Built from the core's segments: every sentence's text, audio length and samples sent, with the
+        synthesizer's word timings. A reply cut short keeps the words heard by the end of its audio, by the
+        same rule `conversation.item.truncate` applies later."""
         segments = event.segments
         if not any(seg.text for seg in segments):
             # No sentence texts (a responder that makes its own audio, e.g. Omni): the reply's text spread
             # evenly over its audio is the best map there is.
             text = event.text.strip()
-            return text, [
-                SpokenSpan(0.0, float(event.audio_ms), 0, len(text))
-            ] if text and event.audio_ms else []
+            if not text or not event.audio_ms:
+                return text, []
+            return text, [SpokenSpan(0.0, float(event.audio_ms), 0, len(text))]
         text = ""
         spans: list[SpokenSpan] = []
         at = 0.0  # the item's audio is the sent audio: whole sentences, then at most one cut short
         for seg in segments:
             if seg.sent_samples <= 0:
                 break
-            words = (seg.text or "").strip()
-            ms = min(seg.sent_samples, seg.total_samples) * 1000 / self.rate
-            if text and words:
+            raw = seg.text or ""
+            lead = len(raw) - len(raw.lstrip())
+            body = raw.strip()
+            if text and body:
                 text += " "
             start = len(text)
-            text += words
-            spans.append(SpokenSpan(at, at + ms, start, len(text)))
-            at += ms
+            text += body
+            words = tuple(
+                WordSpan(
+                    at + w.start * 1000,
+                    at + w.end * 1000,
+                    start + w.text_start - lead,
+                    start + w.text_end - lead,
+                )
+                for w in seg.words
+                if w.text_start >= lead and w.text_end - lead <= len(body)
+            )
+            spans.append(SpokenSpan(at, at + seg.total_samples * 1000 / self.rate, start, len(text), words))
+            at += min(seg.sent_samples, seg.total_samples) * 1000 / self.rate
             if seg.sent_samples < seg.total_samples:
                 break
-        # The kept text of an interrupted reply is the core's: it cut the last sentence where audio stopped.
-        kept = event.text.strip()
-        if kept and len(kept) < len(text) and text.startswith(kept):
-            text = text[: len(kept)]
-            spans = [s for s in spans if s.text_start < len(text)]
-            if spans:
-                last = spans[-1]
-                spans[-1] = SpokenSpan(
-                    last.start_ms, last.end_ms, last.text_start, min(last.text_end, len(text))
-                )
-        return text, spans
+        return cut_at(text, spans, at)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def serve(self) -> None:

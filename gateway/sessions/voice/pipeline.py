@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.engines.base import (
     ConversationRequest,
@@ -84,9 +84,11 @@ class ResponseRun:
         lead_ms: int,
         metrics: Metrics | None = None,
         speak: bool = True,
+        word_timings: bool = False,
     ) -> None:
         self.response_id = response_id
         self.speak = speak  # False: a text-only reply (Realtime output_modalities ["text"]), no audio at all
+        self.word_timings = word_timings  # Segment.words from the TTS: Realtime maps audio time to words
         self._responder = responder
         self._synth = synthesizer
         self._request = request
@@ -160,7 +162,10 @@ class ResponseRun:
         while (sentence := await self._sentences.get()) is not _DONE:
             assert isinstance(sentence, str)
             request = SynthesisRequest(
-                text=sentence, voice=self._request.voice, language=self._request.language
+                text=sentence,
+                voice=self._request.voice,
+                language=self._request.language,
+                timings=self.word_timings,
             )
             chunks = stream_speech(self._synth, request, self._metrics)
             try:
@@ -168,7 +173,17 @@ class ResponseRun:
                     if self.timings.first_tts_s is None:
                         self.timings.first_tts_s = chunk.generation_s
                     segment = Segment(
-                        self._segments, sentence[chunk.text_start : chunk.text_end], len(chunk.pcm) // 2
+                        self._segments,
+                        sentence[chunk.text_start : chunk.text_end],
+                        len(chunk.pcm) // 2,
+                        words=tuple(
+                            replace(
+                                w,
+                                text_start=w.text_start - chunk.text_start,
+                                text_end=w.text_end - chunk.text_start,
+                            )
+                            for w in chunk.words
+                        ),
                     )
                     self._segments += 1
                     await self._audio.put((segment, chunk.pcm))

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.audio.pcm import SAMPLE_WIDTH
+from gateway.engines.base import WordTiming
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Segment:
     text: str | None
     total_samples: int
     sent_samples: int = 0
+    # When asked for (ResponseRun word_timings): seconds from the segment's start, offsets into `text`.
+    words: tuple[WordTiming, ...] = ()
 
 
 class Playout:

@@ -81,6 +81,7 @@ class VoiceSession:
             else ConversationHistory(settings.voice_history_turns, settings.voice_history_tokens)
         )
         self.speak = True  # replies are spoken; False: text only (for replies that VAD commits start)
+        self.word_timings = False  # True: ResponseDone.segments carry word timings (Realtime truncation)
         self._transcriptions: set[asyncio.Task[None]] = set()  # turns committed without a reply
         self.turns = TurnDetector(self.sample_rate, self.config.turn_detection)
         self._task: asyncio.Task[None] | None = None
@@ -379,6 +380,7 @@ class VoiceSession:
                 lead_ms=self._lead_ms,
                 metrics=self._metrics,
                 speak=self.speak if speak is None else speak,
+                word_timings=self.word_timings,
             )
             await self._send(ResponseStarted(response_id, item_id))
             await run.run()
