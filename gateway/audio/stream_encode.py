@@ -11,6 +11,7 @@ Blocking: call it from a worker thread (asyncio.to_thread), never on the event l
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import av
 import numpy as np
@@ -61,6 +62,9 @@ class StreamEncoder:
         self.content_type = CONTENT_TYPES[fmt]
         self._pts = 0
         self._closed = False
+        # A cancelled request closes the encoder from the event loop while a worker thread may still be inside
+        # write(): the codec must never be freed under it.
+        self._lock = threading.Lock()
         self._sink = _Sink()
         self._container = None
         if fmt == "pcm":
@@ -79,12 +83,16 @@ class StreamEncoder:
 
     def write(self, pcm: bytes) -> bytes:
         """Encode s16le mono PCM; returns the bytes ready so far (empty while the codec fills a frame)."""
-        if self._closed:
-            raise RuntimeError("encoder already finished")
-        if self._container is None:
-            return pcm
-        if not pcm:
-            return b""
+        with self._lock:
+            if self._closed:
+                return b""  # closed by a cancelled stream: nobody will read this any more
+            if self._container is None:
+                return pcm
+            if not pcm:
+                return b""
+            return self._encode(pcm)
+
+    def _encode(self, pcm: bytes) -> bytes:
         samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = self.sample_rate
@@ -97,19 +105,23 @@ class StreamEncoder:
 
     def finish(self) -> bytes:
         """Flush the encoder and close the container; returns the last bytes."""
-        if self._closed:
-            return b""
-        self._closed = True
-        if self._container is None:
-            return b""
-        for packet in self._stream.encode(None):
-            self._container.mux(packet)
-        self._container.close()
-        return self._sink.drain()
+        with self._lock:
+            if self._closed:
+                return b""
+            self._closed = True
+            if self._container is None:
+                return b""
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+            return self._sink.drain()
 
     def close(self) -> None:
         """Release the codec without producing output (a cancelled stream)."""
-        if not self._closed and self._container is not None:
+        with self._lock:
+            if self._closed or self._container is None:
+                self._closed = True
+                return
             self._closed = True
             # Closing a half-written stream: nothing left worth saving, only the codec to free.
             with contextlib.suppress(av.error.FFmpegError, ValueError):

@@ -22,7 +22,6 @@ import itertools
 import json
 import logging
 import math
-import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -98,24 +97,19 @@ class OggOpusFramer(PcmFramer):
     def __init__(self, sample_rate: int, frame_ms: int = FRAME_MS) -> None:
         super().__init__(sample_rate, frame_ms)
         # One Ogg page per Opus packet: bytes leave with the frame that produced them.
+        # Thread-safe: frames are encoded in a worker thread, a cancelled stream closes it from the loop.
         self._encoder = StreamEncoder("opus", sample_rate, page_ms=20)
-        # Frames are encoded in a worker thread; a cancelled stream closes the codec from the event loop.
-        self._lock = threading.Lock()
 
     def frames(self, pcm: bytes) -> Iterator[Frame]:
         for frame in super().frames(pcm):
-            with self._lock:
-                data = self._encoder.write(frame.data)
-            yield Frame(data, frame.samples)
+            yield Frame(self._encoder.write(frame.data), frame.samples)
 
     def flush(self) -> Iterator[Frame]:
-        with self._lock:
-            tail = self._encoder.finish()
+        tail = self._encoder.finish()
         return iter((Frame(tail, 0),) if tail else ())
 
     def close(self) -> None:
-        with self._lock:
-            self._encoder.close()
+        self._encoder.close()
 
 
 FRAMERS: dict[str, type[PcmFramer]] = {"pcm": PcmFramer, "opus": OggOpusFramer}
