@@ -1,6 +1,6 @@
 """WS /read/stream benchmark on the embedded engine: time to first audio and concurrent real-time streams.
 
-    python bench/read_stream_bench.py [--runs 5] [--background 4] [--max-streams 64] [--budget-s 240]
+    python bench/read_stream_bench.py [--runs 9] [--background 4] [--max-streams 64] [--budget-s 240]
 
 Prints:
   * time to first audio (TTFA: `start` sent -> first PCM frame received) for a ~2,000-word text and for a
@@ -204,7 +204,7 @@ async def refine(url: str, rows: list[tuple[int, bool, str]], deadline: float) -
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--max-streams", type=int, default=64)
     parser.add_argument("--background", type=int, default=4, help="streams running during the newcomer test")
     parser.add_argument("--budget-s", type=float, default=240.0, help="stop adding streams after this")
