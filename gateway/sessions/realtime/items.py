@@ -11,7 +11,8 @@ so the next response never sees words the user did not hear.
 
 from __future__ import annotations
 
-import secrets
+import os
+import random
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from gateway.engines.base import ChatMessage
 from gateway.sessions.realtime.protocol import ItemParam, RealtimeError
 
 _ALPHABET = string.ascii_letters + string.digits
+# Ids name things, they guard nothing: a seeded PRNG is ample, and every audio delta carries one.
+_RANDOM = random.Random(os.urandom(16))
 
 
 def new_id(prefix: str) -> str:
     """OpenAI-shaped ids ("item_", "resp_", "event_", "sess_" + 21 characters)."""
-    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(21))
+    return prefix + "_" + "".join(_RANDOM.choices(_ALPHABET, k=21))
 
 
 @dataclass(frozen=True)
