@@ -32,6 +32,7 @@ async def test_an_interrupted_reply_leaves_only_what_was_sent_in_the_memory() ->
         return sum(len(e.pcm) for e in events if isinstance(e, AudioOut))
 
     session = VoiceSession(engines, settings, emit)
+    session.word_timings = True  # as the /voice adapter runs it
     try:
         assert engines.ready
         question = (await synthesize(engines.synthesizer, SynthesisRequest(text=QUESTION))).pcm
@@ -55,9 +56,14 @@ async def test_an_interrupted_reply_leaves_only_what_was_sent_in_the_memory() ->
         assert kept == interrupted.text_kept == done.text
         assert kept and written.split()[: len(kept.split())] == kept.split()
         assert len(kept.split()) < len(written.split())  # the unsent rest of the reply is forgotten
-        # The segments say the same: the last one was cut, nothing after it went out.
-        assert done.segments and done.segments[-1].sent_samples <= done.segments[-1].total_samples
+        # The segments say the same: the last one was cut, nothing after it went out, and the kept text
+        # ends with the last word of it whose audio was sent whole.
         assert sum(s.sent_samples for s in done.segments) * 2 == sent_bytes()
+        assert all(s.words for s in done.segments)
+        for cut in (s for s in done.segments if 0 < s.sent_samples < s.total_samples):
+            whole = [w for w in cut.words if w.end * settings.audio_sample_rate <= cut.sent_samples]
+            if whole:
+                assert kept.endswith(cut.text[: whole[-1].text_end].strip())
     finally:
         await session.close()
         await engines.aclose()

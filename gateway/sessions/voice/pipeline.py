@@ -43,6 +43,17 @@ def _cut_words(text: str, fraction: float) -> str:
     return " ".join(words[:keep])
 
 
+def _heard(segment: Segment, sample_rate: int) -> str:
+    """The part of a cut segment whose words were sent whole, by the TTS's own word timings; without
+    timings, the words in proportion to the samples sent."""
+    text = segment.text or ""
+    if not segment.words:
+        return _cut_words(text, segment.sent_samples / max(1, segment.total_samples))
+    sent_s = segment.sent_samples / sample_rate
+    whole = [w for w in segment.words if w.end <= sent_s]
+    return text[: whole[-1].text_end].strip() if whole else ""
+
+
 @dataclass
 class ResponseTimings:
     """Monotonic stamps; None until reached."""
@@ -214,7 +225,7 @@ class ResponseRun:
 
     # -- what the user heard ---------------------------------------------------------------------
     def spoken_text(self) -> str:
-        """The reply text covered by the audio actually sent, cut at a word boundary."""
+        """The reply text covered by the audio actually sent, cut after the last word sent whole."""
         if not self.speak:
             return self.text  # a text-only reply: every delta was sent
         if self._responder_audio:
@@ -228,6 +239,6 @@ class ResponseRun:
                 parts.append(text)
                 continue
             if seg.sent_samples > 0:
-                parts.append(_cut_words(text, seg.sent_samples / max(1, seg.total_samples)))
+                parts.append(_heard(seg, self.playout.sample_rate))
             break
         return " ".join(p for p in parts if p)

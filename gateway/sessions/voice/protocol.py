@@ -95,6 +95,8 @@ class VoiceConnection:
         self._lock = asyncio.Lock()  # one writer at a time: events and audio frames stay whole and ordered
         self._gone = False
         self.session = VoiceSession(engines, settings, self.emit, metrics)
+        # Word timings (free with Piper) let barge-in keep exactly the words whose audio went out.
+        self.session.word_timings = True
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             # input audio family
             "audio.commit": self._on_audio_commit,
