@@ -128,24 +128,37 @@ function renderReadText(text) {
   view.dataset.text = text;
 }
 
-function highlight(mark) {
+// Sentence highlighted; inside it, the word being spoken (word marks point into the ORIGINAL text).
+function highlight(sentence, word) {
   const view = $('#read-view');
   const text = view.dataset.text || '';
-  const before = document.createTextNode(text.slice(0, mark.start));
   const cur = document.createElement('span');
   cur.className = 'current';
-  cur.textContent = text.slice(mark.start, mark.end);
-  const after = document.createTextNode(text.slice(mark.end));
-  view.replaceChildren(before, cur, after);
-  view.dataset.highlighted = String(mark.index);
+  if (word && word.start >= sentence.start && word.end <= sentence.end) {
+    const w = document.createElement('span');
+    w.className = 'word';
+    w.textContent = text.slice(word.start, word.end);
+    cur.append(text.slice(sentence.start, word.start), w, text.slice(word.end, sentence.end));
+  } else {
+    cur.textContent = text.slice(sentence.start, sentence.end);
+  }
+  view.replaceChildren(text.slice(0, sentence.start), cur, text.slice(sentence.end));
+  view.dataset.highlighted = String(sentence.index);
+  view.dataset.word = word ? String(word.index) : '-1';
 }
 
 function tickMarks() {
-  // Highlight the latest sentence whose audio has started playing.
+  // Highlight the latest sentence (and word) whose audio has started playing.
   const now = read.player.now;
-  let current = null;
-  for (const m of read.marks) if (m.at !== null && m.at <= now) current = m;
-  if (current && $('#read-view').dataset.highlighted !== String(current.index)) highlight(current);
+  let sentence = null;
+  let word = null;
+  for (const m of read.marks) {
+    if (m.at === null || m.at > now) continue;
+    if (m.kind === 'word') word = m; else { sentence = m; word = null; }
+  }
+  const view = $('#read-view');
+  if (sentence && (view.dataset.highlighted !== String(sentence.index)
+      || view.dataset.word !== (word ? String(word.index) : '-1'))) highlight(sentence, word);
 }
 
 function readStream() {
@@ -153,7 +166,7 @@ function readStream() {
   if (!text.trim()) { setReadState('error', 'Enter some text first.'); return; }
   read.player.flush();
   read.player.resume();
-  read.frames = 0; read.bytes = 0; read.marks = []; read.pendingMark = null;
+  read.frames = 0; read.bytes = 0; read.samples = 0; read.marks = []; read.pending = [];
   renderReadText(text);
   setReadState('starting', 'Connecting…');
   const ws = new WebSocket(wsUrl('/read/stream'));
@@ -161,12 +174,19 @@ function readStream() {
   read.ws = ws;
   ws.onopen = () => ws.send(JSON.stringify({
     type: 'start', text, voice: $('#read-voice').value || 'default',
-    language: $('#read-language').value || 'en', speed: Number($('#read-speed').value),
+    language: $('#read-language').value || 'en', speed: Number($('#read-speed').value), word_marks: true,
   }));
   ws.onmessage = (ev) => {
     if (ev.data instanceof ArrayBuffer) {
       const at = read.player.enqueue(ev.data, read.rate);
-      if (read.pendingMark) { read.pendingMark.at = at; read.pendingMark = null; }
+      // Marks name the absolute sample they start at: place each inside the frame that holds it.
+      const first = read.samples;
+      read.samples += ev.data.byteLength / 2;
+      read.pending = read.pending.filter((m) => {
+        if (m.sample >= read.samples) return true;
+        m.at = at + Math.max(0, m.sample - first) / read.rate;
+        return false;
+      });
       read.frames += 1; read.bytes += ev.data.byteLength;
       const stats = $('#read-stats');
       stats.dataset.frames = String(read.frames);
@@ -178,10 +198,9 @@ function readStream() {
     switch (msg.type) {
       case 'started': read.rate = msg.sample_rate || 24000; setReadState('playing', 'Playing'); break;
       case 'mark': {
-        // A word-level mark has a word index; sentence marks drive the highlight.
-        if (msg.kind === 'word') break;
-        const m = { index: msg.sentence ?? msg.index, start: msg.start ?? msg.char_start, end: msg.end ?? msg.char_end, at: null };
-        read.marks.push(m); read.pendingMark = m; break;
+        const m = { kind: msg.kind, index: msg.index, start: msg.char_start, end: msg.char_end,
+          sample: msg.sample_offset ?? read.samples, at: null };
+        read.marks.push(m); read.pending.push(m); break;
       }
       case 'paused': setReadState('paused', 'Paused'); break;
       case 'resumed': setReadState('playing', 'Playing'); break;

@@ -85,6 +85,11 @@ def test_read_aloud_plays_highlights_and_pauses(browser: WebDriver, gateway: Ser
     wait_for(lambda: int(attr(browser, "#read-view", "data-highlighted")) >= 0, what="a highlighted sentence")
     current = browser.find_element(By.CSS_SELECTOR, "#read-view span.current").text
     assert current.startswith("This is the first")
+    # Word marks drive a word highlight inside the sentence, pointing into the original text.
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#read-view span.current span.word"),
+             what="a highlighted word")
+    word = browser.find_element(By.CSS_SELECTOR, "#read-view span.current span.word").text
+    assert word and word in current
     browser.find_element(By.ID, "read-pause").click()
     wait_for(lambda: attr(browser, "#read-state", "data-state") == "paused", what="paused state")
     browser.save_screenshot(str(ARTIFACTS / "read-aloud.png"))
