@@ -99,7 +99,7 @@ class ResponseRun:
     ) -> None:
         self.response_id = response_id
         self.speak = speak  # False: a text-only reply (Realtime output_modalities ["text"]), no audio at all
-        self.word_timings = word_timings  # Segment.words from the TTS: Realtime maps audio time to words
+        self.word_timings = word_timings  # Segment.words from the TTS: barge-in keeps whole words
         self._responder = responder
         self._synth = synthesizer
         self._request = request
