@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
 from tests.gateway.hardened import ENV_KEYS, FILE_KEY, ORIGIN
 from tests.support import ServerProcess
 
 KEY = ENV_KEYS[0]
+
+
+def connect(url: str, **kwargs: Any) -> ClientConnection:
+    # An unbounded client queue keeps reading while audio is still arriving, so closing mid-stream
+    # sees the server's close frame at once instead of waiting out close_timeout behind buffered audio.
+    return ws_connect(url, max_queue=None, **kwargs)
+
+
 TEXT = "Keys keep the gateway closed to strangers."
 
 
