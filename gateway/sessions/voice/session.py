@@ -387,10 +387,7 @@ class VoiceSession:
             if asr_task is not None:
                 user_text = await asr_task
             self._remember(user_text, run.text)
-            if self._metrics is not None and timings.first_audio is not None:
-                self._metrics.audio_generation_latency.labels(
-                    engine=responder.name, kind="first_audio"
-                ).observe(timings.first_audio - t0)
+            self._observe_first_audio(run)
             await self._send(self._done(run, "completed", run.text))
         except asyncio.CancelledError:
             kept = run.spoken_text() if run is not None else ""
@@ -401,6 +398,8 @@ class VoiceSession:
             if user_text or kept:
                 self._remember(user_text, kept)
             sent_ms = run.playout.sent_ms if run is not None else 0
+            if run is not None:
+                self._observe_first_audio(run)  # an interrupted reply's first audio still counts
             await self._send(Interrupted(response_id, self._interrupt_reason, sent_ms, kept))
             if run is not None:
                 await self._send(self._done(run, "interrupted", kept))
@@ -417,6 +416,14 @@ class VoiceSession:
                 kept = run.spoken_text()
                 self._remember(user_text, kept)
                 await self._send(self._done(run, "failed", kept))
+
+    def _observe_first_audio(self, run: ResponseRun) -> None:
+        t = run.timings
+        if self._metrics is not None and t.first_audio is not None:
+            name = getattr(self._engines.responder, "name", "unknown")
+            self._metrics.audio_generation_latency.labels(engine=name, kind="first_audio").observe(
+                t.first_audio - t.commit
+            )
 
     def _done(self, run: ResponseRun, status: str, text: str) -> ResponseDone:
         usage: dict[str, Any] = {"completion_tokens": run.completion_tokens}
