@@ -48,6 +48,9 @@ class Metrics:
         self.gpu_memory_used = Gauge(
             "voice_gateway_gpu_memory_used_mb", "GPU memory used on GPU_DEVICE (MB)", ["gpu"], registry=r
         )
+        self.gpu_memory_total = Gauge(
+            "voice_gateway_gpu_memory_total_mb", "Memory of the GPU_DEVICE card (MB)", ["gpu"], registry=r
+        )
         self.tokens_per_second = Gauge(
             "voice_gateway_tokens_per_second",
             "Text generation throughput of the last response",
@@ -69,6 +72,9 @@ class Metrics:
         if gpu.available:
             self.gpu_utilization.labels(gpu=str(gpu.index)).set(gpu.utilization_percent or 0)
             self.gpu_memory_used.labels(gpu=str(gpu.index)).set(gpu.memory_used_mb or 0)
+            # Left unset when NVML gives no total: the memory alert skips a series it cannot divide.
+            if gpu.memory_total_mb:
+                self.gpu_memory_total.labels(gpu=str(gpu.index)).set(gpu.memory_total_mb)
         for m in models:
             self.backend_up.labels(backend=m.role).set(1 if m.state is ModelState.READY else 0)
 

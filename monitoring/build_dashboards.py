@@ -309,6 +309,8 @@ def gateway_dashboard() -> dict[str, Any]:
     )
 
     L.row("GPU")
+    used = q("voice_gateway_gpu_memory_used_mb")
+    total = q("voice_gateway_gpu_memory_total_mb")
     L.add(
         series(
             "GPU utilization",
@@ -321,22 +323,31 @@ def gateway_dashboard() -> dict[str, Any]:
             "percent",
             "GPU utilization seen by the gateway (NVML).",
         ),
-        12,
+        8,
         8,
     )
     L.add(
         series(
-            "GPU memory used",
+            "GPU memory used and total",
             [
-                (
-                    f"max by (instance, gpu) ({q('voice_gateway_gpu_memory_used_mb')})",
-                    "{{instance}} gpu {{gpu}}",
-                )
+                (f"max by (instance, gpu) ({used})", "used {{instance}} gpu {{gpu}}"),
+                (f"max by (instance, gpu) ({total})", "total {{instance}} gpu {{gpu}}"),
             ],
             "decmbytes",
-            "GPU memory in use (alert: VoiceGatewayGPUMemoryHigh above 95 % of the card).",
+            "GPU memory in use and the card's memory, both from NVML.",
         ),
-        12,
+        8,
+        8,
+    )
+    L.add(
+        series(
+            "GPU memory share of the card",
+            [(f"max by (instance, gpu) ({used} / ({total} > 0))", "{{instance}} gpu {{gpu}}")],
+            "percentunit",
+            "Memory used over the card's memory (alert: VoiceGatewayGPUMemoryHigh above 95 %). vLLM "
+            "preallocates its share (gpu.memoryUtilization): this sits near the sum of the servers' shares.",
+        ),
+        8,
         8,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +86,60 @@ def test_profile_thresholds_reach_the_rules() -> None:
     assert "> 2\n" in gpu["VoiceGatewayHighRequestLatencyP95"]["expr"]
     assert "> 5\n" in cpu["VoiceGatewayHighRequestLatencyP95"]["expr"]
     custom = alerts(
-        [
-            g
-            for g in one(
-                template(*MONITORING_APIS, "--set", "monitoring.alerts.gpuMemory.totalMb=81559",
-                         "--set", "monitoring.alerts.additionalLabels.team=voice"),
-                "PrometheusRule",
-            )["spec"]["groups"]
-        ]
+        one(
+            template(*MONITORING_APIS, "--set-json", "monitoring.alerts.gpuMemory.threshold=0.9",
+                     "--set", "monitoring.alerts.additionalLabels.team=voice"),
+            "PrometheusRule",
+        )["spec"]["groups"]
     )  # fmt: skip
-    assert "/ 81559 > 0.95" in custom["VoiceGatewayGPUMemoryHigh"]["expr"]
+    assert custom["VoiceGatewayGPUMemoryHigh"]["expr"].endswith(") > 0.9\n")
     assert all(r["labels"]["team"] == "voice" for r in custom.values())
+
+
+def test_gpu_memory_alert_divides_by_the_exported_total() -> None:
+    """The card's memory comes from the gateway (voice_gateway_gpu_memory_total_mb); the deprecated
+    gpuMemory.totalMb adds a fallback only for series without it."""
+    for profile in (None, *PROFILES):
+        expr = alerts(rendered_groups(profile))["VoiceGatewayGPUMemoryHigh"]["expr"]
+        assert metric_names(expr) == {"voice_gateway_gpu_memory_used_mb", "voice_gateway_gpu_memory_total_mb"}
+        assert "unless" not in expr and not re.search(r"/ \d", expr), expr
+
+
+# The deprecated fallback, rendered with totalMb set and run by promtool: an old gateway (no total) is divided
+# by the setting, a new one on a bigger card by its own total, whatever the setting says.
+FALLBACK_SUITE = {
+    "rule_files": ["rules.yaml"],
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            "interval": "1m",
+            "input_series": [
+                {"series": 'voice_gateway_gpu_memory_used_mb{service="old",gpu="0"}', "values": "45000x10"},
+                {"series": 'voice_gateway_gpu_memory_used_mb{service="h100",gpu="0"}', "values": "45000x10"},
+                {"series": 'voice_gateway_gpu_memory_total_mb{service="h100",gpu="0"}', "values": "81559x10"},
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "6m",
+                    "alertname": "VoiceGatewayGPUMemoryHigh",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "service": "old", "gpu": "0"}}],
+                }
+            ],
+        }
+    ],
+}
+
+
+def test_deprecated_gpu_total_is_only_a_fallback(tmp_path: Path) -> None:
+    groups = one(
+        template(*MONITORING_APIS, "--set", "monitoring.alerts.gpuMemory.totalMb=46068"), "PrometheusRule"
+    )["spec"]["groups"]
+    rule = alerts(groups)["VoiceGatewayGPUMemoryHigh"]
+    rule.pop("annotations")  # promtool compares annotations exactly; this suite checks labels only
+    write_rules(tmp_path, [{"name": "gpu", "rules": [rule]}])
+    (tmp_path / "fallback.test.yaml").write_text(yaml.safe_dump(FALLBACK_SUITE, sort_keys=False))
+    proc = run([tool("promtool"), "test", "rules", "fallback.test.yaml"], check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_promtool_unit_tests_one_per_alert(tmp_path: Path) -> None:

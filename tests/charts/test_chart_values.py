@@ -30,6 +30,10 @@ WRONG_VALUES = [
     (("images.operator.digest=latest",), "images.operator.digest: Does not match pattern"),
     (("operator.watchNamespaces={Team_A}",), "operator.watchNamespaces.0: Does not match pattern"),
     (("monitoring.alerts.gpuMemory.severity=page",), "monitoring.alerts.gpuMemory.severity must be one of"),
+    (  # MiB, not GB: a small card size would make the deprecated fallback fire on every old gateway
+        ("monitoring.alerts.gpuMemory.totalMb=46",),
+        "monitoring.alerts.gpuMemory.totalMb: Must validate at least one schema",
+    ),
 ]
 
 

@@ -3,12 +3,14 @@
 A model server (`voice-gateway engine-server`, vLLM-Omni's API on the CPU engines) and a gateway in front of
 it (`voice-gateway serve`, vLLM-Omni engine) run on 127.0.0.1, the gateway with a simulated NVML so its GPU
 code path exports the GPU gauges; Prometheus scrapes both every second and evaluates the chart's alert
-rules; the test sends real traffic, then runs every dashboard query (variables resolved as Grafana would)
-and requires data. The operator dashboard runs against the real operator in test_chart_on_control_plane.py.
+rules; the test sends real traffic (HTTP requests and one spoken /voice turn), then runs every dashboard
+query (variables resolved as Grafana would) and requires data. The operator dashboard runs against the real
+operator in test_chart_on_control_plane.py.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -21,7 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from websockets.sync.client import connect
 
+from gateway.audio.pcm import read_wav
 from tests.charts.chart_tools import (
     MONITORING_APIS,
     REPO,
@@ -153,6 +157,35 @@ def _traffic(url: str) -> int:
     return reads
 
 
+def _voice_turn(gateway: ServerProcess) -> None:
+    """One spoken turn on WS /voice (docs/voice.md), as a client commits it: the gateway's own speech of a
+    question (POST /read) as binary PCM, then `audio.commit`; the reply's usage sets the tokens/s gauge."""
+    r = httpx.post(gateway.url + "/read", json={"text": "What is the capital of France?"}, timeout=60)
+    assert r.status_code == 200, r.text
+    pcm = read_wav(r.content).pcm
+    with connect(gateway.ws_url + "/voice", max_size=None, open_timeout=30) as ws:
+
+        def until(kind: str) -> dict[str, object]:
+            while True:
+                message = ws.recv(timeout=120)
+                if isinstance(message, str) and (event := json.loads(message))["type"] in (kind, "error"):
+                    assert event["type"] == kind, event
+                    return dict(event)
+
+        until("session.created")
+        # a short reply keeps the turn quick on a loaded machine; commits are the client's (no server VAD)
+        update = {"turn_detection": None, "max_response_tokens": 24}
+        ws.send(json.dumps({"type": "session.update", "session": update}))
+        until("session.updated")
+        for i in range(0, len(pcm), 960):  # 20 ms frames
+            ws.send(pcm[i : i + 960])
+        ws.send(json.dumps({"type": "audio.commit"}))
+        done = until("response.done")
+    assert done["status"] == "completed", done
+    usage = done["usage"]
+    assert isinstance(usage, dict) and usage["tokens_per_second"] > 0, done
+
+
 def _model_server_traffic(url: str) -> int:
     """vLLM-Omni API calls on the engine-server: speech (whole and streamed) and a short text chat turn,
     twice, a scrape apart. Returns how many requests finished."""
@@ -195,6 +228,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "OMNI_SERVICE_URL": engine.url,
                 "OMNI_WS_URL": engine.ws_url,
                 "TTS_SERVICE_URL": engine.url,
+                # reply audio unpaced: the /voice turn waits for generation, not for real-time playout
+                "VOICE_AUDIO_LEAD_MS": "60000",
             },
         )
         gateway.wait_ready()
@@ -212,12 +247,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with running_prometheus(tmp, jobs, [rules]) as prom:
             time.sleep(2)  # a few samples before the traffic, so rate() sees the increase
             reads = _traffic(gateway.url)
+            _voice_turn(gateway)
+            reads += 1  # the question's audio
             finished = _model_server_traffic(engine.url)
 
             def scraped() -> bool:
                 return (
                     prom.value('sum(voice_gateway_requests_total{endpoint="/read"})') >= reads
                     and prom.value('sum(vllm:omni_requests_success_total{job="omni"})') >= finished
+                    and prom.value("count(voice_gateway_tokens_per_second)") >= 1
                 )
 
             wait(scraped, 30, "traffic scraped")
@@ -244,9 +282,7 @@ def test_every_dashboard_query_returns_data(stack: Stack, title: str, expr: str)
     silent = silent_families({m for m in metric_names(expr) if m != "up"}, exposition)
     if silent and silent <= VLLM_OMNI_ONLY:
         pytest.xfail(f"only a real vLLM-Omni exports {sorted(silent)} (the CPU engine-server has no queue)")
-    if silent:
-        # the process declares the family but no code path has set it yet (e.g. tokens/s before LLM replies)
-        pytest.xfail(f"{process.url} exports no sample of {sorted(silent)} yet")
+    assert not silent, f"the traffic never set {sorted(silent)}: {process.url} exports no sample"
     run_panel_query(stack.prom, stem, expr)
 
 
@@ -265,3 +301,5 @@ def test_chart_alert_rules_evaluate_cleanly_on_real_data(stack: Stack) -> None:
     # and the GPU gauges went through the gateway's real NVML code path
     used = stack.prom.value(f'voice_gateway_gpu_memory_used_mb{{namespace="{stack.namespace}"}}')
     assert math.isclose(used, 46068 * 0.75, rel_tol=0.01)
+    total = stack.prom.value(f'voice_gateway_gpu_memory_total_mb{{namespace="{stack.namespace}"}}')
+    assert math.isclose(total, 46068, rel_tol=0.001)
