@@ -15,7 +15,7 @@ from voice_operator.kube import ApiError, Kube, NamespaceTerminating, TransientE
 from voice_operator.metrics import ERRORS, PHASES, RECONCILE_SECONDS, RECONCILES
 from voice_operator.render import MANAGED_BY, child_name, download_job_name, endpoint, render
 from voice_operator.spec import InvalidSpec
-from voice_operator.status import Observed, compute_status, status_changed
+from voice_operator.status import Observed, compute_status, merge_patch, status_changed
 
 log = logging.getLogger("voice_operator.reconcile")
 Obj = dict[str, Any]
@@ -277,7 +277,10 @@ class Reconciler:
                 return status["phase"]
             try:
                 written = await self.kube.patch_status(
-                    meta["namespace"], meta["name"], current["metadata"]["resourceVersion"], status
+                    meta["namespace"],
+                    meta["name"],
+                    current["metadata"]["resourceVersion"],
+                    merge_patch(current.get("status"), status),
                 )
                 if written:
                     self.seen_vg(written)

@@ -244,5 +244,17 @@ def compute_status(vg: Obj, o: Observed, now: str | None = None) -> Obj:
 
 
 def status_changed(old: Obj | None, new: Obj) -> bool:
+    return (old or {}) != new
+
+
+def merge_patch(old: Obj | None, new: Obj) -> Obj:
+    """A JSON merge patch turning `old` into `new`: keys that disappeared are sent as null (a plain merge
+    patch would keep, say, the model servers' counts after switching to the embedded engine)."""
+    out: Obj = {}
     old = old or {}
-    return any(old.get(k) != v for k, v in new.items())
+    for key in old.keys() - new.keys():
+        out[key] = None
+    for key, value in new.items():
+        prev = old.get(key)
+        out[key] = merge_patch(prev, value) if isinstance(value, dict) and isinstance(prev, dict) else value
+    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -77,7 +76,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # the RBAC audit must see every other scenario's traffic: run it last
     items.sort(key=lambda i: i.name == "test_operator_never_hit_forbidden")
-
-
-def log_path(op: OperatorProcess) -> Path:
-    return op.log

@@ -49,8 +49,8 @@ def wait_for(fn: Callable[[], T], timeout: float = 20.0, interval: float = 0.1, 
             last = fn()
             if last:
                 return last
-        except AssertionError as e:
-            last = e
+        except (AssertionError, KeyError, TypeError, IndexError, StopIteration) as e:
+            last = e  # not there yet (e.g. no status written so far)
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {desc}; last: {last!r}")
         time.sleep(interval)

@@ -144,7 +144,13 @@ def test_spec_change_updates_children_and_rolls_pods(admin: Api, operator: Opera
     ]
     admin.merge_patch(
         f"/apis/voice.aetherpro.ai/v1alpha1/namespaces/{ns}/voicegateways/demo",
-        {"spec": {"audio": {"sampleRate": 16000}, "gateway": {"replicas": 2}}},
+        {
+            "spec": {
+                "audio": {"sampleRate": 16000},
+                "gateway": {"replicas": 2},
+                "networkPolicy": {"enabled": False},
+            }
+        },
     )
 
     def updated() -> Obj | None:
@@ -155,6 +161,9 @@ def test_spec_change_updates_children_and_rolls_pods(admin: Api, operator: Opera
 
     dep = wait_for(updated, 15, 0.1, "children updated")
     assert dep["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION] != old_hash
+    # a child no longer desired is pruned
+    np_path = f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/demo-model-servers"
+    wait_for(lambda: admin.get(np_path) is None, 15, 0.1, "NetworkPolicy pruned")
     # the changed template made a new ReplicaSet: the pods roll
     wait_for(
         lambda: (
@@ -175,6 +184,34 @@ def test_spec_change_updates_children_and_rolls_pods(admin: Api, operator: Opera
         0.1,
         "observedGeneration 2",
     )
+
+
+def test_switch_to_embedded_engine_prunes_the_model_servers(
+    admin: Api, operator: OperatorProcess, ns: str
+) -> None:
+    admin.create_vg(ns, "demo", CPU)
+    all_children(admin, ns, "demo")
+    admin.merge_patch(
+        f"/apis/voice.aetherpro.ai/v1alpha1/namespaces/{ns}/voicegateways/demo",
+        {"spec": {"gateway": {"engine": "embedded"}}},
+    )
+    for path in (
+        f"/apis/apps/v1/namespaces/{ns}/deployments/demo-omni",
+        f"/apis/apps/v1/namespaces/{ns}/deployments/demo-tts",
+        f"/api/v1/namespaces/{ns}/services/demo-omni",
+        f"/api/v1/namespaces/{ns}/services/demo-tts",
+    ):
+        wait_for(lambda p=path: admin.get(p) is None, 15, 0.1, f"{path} pruned")  # type: ignore[misc]
+    assert admin.get(f"/apis/apps/v1/namespaces/{ns}/deployments/demo-gateway") is not None
+    vg = wait_for(
+        lambda: (v := admin.vg(ns, "demo")) and cond(v, "OmniReady")["reason"] == "NotDeployed" and v,
+        15,
+        0.1,
+        "OmniReady NotDeployed",
+    )
+    assert vg["status"]["ready"] == "0/1" and set(vg["status"]["components"]) == {"gateway"}
+    env = admin.get(f"/api/v1/namespaces/{ns}/configmaps/demo-gateway-env")
+    assert env is not None and env["data"]["VOICE_ENGINE"] == "embedded"
 
 
 def test_child_deleted_by_hand_is_recreated(admin: Api, operator: OperatorProcess, ns: str) -> None:
@@ -227,10 +264,12 @@ def test_pods_ready_make_the_resource_ready(admin: Api, operator: OperatorProces
     admin.create_vg(ns, "demo", {**CPU, "gateway": {"replicas": 2}})
     all_children(admin, ns, "demo")
     wait_for(lambda: len(admin.list(f"/api/v1/namespaces/{ns}/pods")) == 4, 15, 0.1, "4 pods")
-    assert phase(admin, ns, "demo") in ("Pending", "Progressing")
-    assert make_pods_ready(admin, ns, "app.kubernetes.io/instance=demo") == 4
+    wait_for(lambda: phase(admin, ns, "demo") in ("Pending", "Progressing"), 15, 0.1, "not ready before")
+    wait_for(
+        lambda: make_pods_ready(admin, ns, "app.kubernetes.io/instance=demo") == 4, 15, 0.2, "4 pods ready"
+    )
     vg = wait_for(
-        lambda: (v := admin.vg(ns, "demo")) and v["status"].get("phase") == "Ready" and v, 20, 0.1, "Ready"
+        lambda: (v := admin.vg(ns, "demo")) and v["status"].get("phase") == "Ready" and v, 30, 0.1, "Ready"
     )
     st = vg["status"]
     assert st["ready"] == "4/4"
@@ -242,10 +281,14 @@ def test_pods_ready_make_the_resource_ready(admin: Api, operator: OperatorProces
     for t in ("Ready", "OmniReady", "TTSReady", "GatewayReady", "ModelCacheReady"):
         assert cond(vg, t)["status"] == "True", cond(vg, t)
         assert cond(vg, t)["lastTransitionTime"]
-    printer = admin.req(
-        "GET", f"/apis/voice.aetherpro.ai/v1alpha1/namespaces/{ns}/voicegateways/demo", params=None
-    )
-    assert printer.status_code == 200
+    # kubectl's view: the CRD's printer columns
+    table = admin.http.get(
+        f"/apis/voice.aetherpro.ai/v1alpha1/namespaces/{ns}/voicegateways/demo",
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    ).json()
+    cols = [c["name"] for c in table["columnDefinitions"]]
+    assert cols[1:] == ["Mode", "Ready", "Phase", "Endpoint", "Age"]
+    assert table["rows"][0]["cells"][1:5] == ["cpu", "4/4", "Ready", f"http://demo-gateway.{ns}.svc:8004"]
 
 
 def test_stuck_rollout_makes_it_degraded_with_the_childs_message(

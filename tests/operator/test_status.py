@@ -173,3 +173,15 @@ def test_embedded_engine_components() -> None:
     st = compute_status(vg(), o, now=T0)
     assert st["phase"] == "Ready" and st["ready"] == "1/1"
     assert cond(st, "OmniReady")["reason"] == "NotDeployed"
+
+
+def test_merge_patch_removes_what_disappeared() -> None:
+    from voice_operator.status import merge_patch
+
+    old = {"phase": "Ready", "components": {"omni": {"ready": 1}, "gateway": {"ready": 1}}, "x": [1]}
+    new = {"phase": "Progressing", "components": {"gateway": {"ready": 0}}}
+    assert merge_patch(old, new) == {
+        "phase": "Progressing",
+        "x": None,
+        "components": {"omni": None, "gateway": {"ready": 0}},
+    }
