@@ -332,3 +332,11 @@ async def test_out_of_band_response_answers_its_own_input_and_stays_out_of_the_c
         assert (await recv(ws))["error"]["code"] == "item_not_found"
         await ws.send(json.dumps({"type": "conversation.item.retrieve", "item_id": user_id}))
         assert (await recv(ws))["item"]["id"] == user_id
+        # Stopped by its token limit, a response is "incomplete", as OpenAI reports it.
+        short = {**response, "max_output_tokens": 2, "input": [ask]}
+        await ws.send(json.dumps({"type": "response.create", "response": short}))
+        while (event := await recv(ws))["type"] != "response.done":
+            assert event["type"] != "error", event
+        assert event["response"]["status"] == "incomplete", event["response"]
+        assert event["response"]["status_details"] == {"type": "incomplete", "reason": "max_output_tokens"}
+        assert event["response"]["usage"]["output_tokens"] == 2

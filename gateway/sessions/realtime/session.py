@@ -119,6 +119,7 @@ class _Request:
     modalities: tuple[str, ...]
     out_of_band: bool = False  # conversation "none": the reply is not added to the conversation
     metadata: dict[str, str] | None = None
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -129,6 +130,7 @@ class _Response:
     modalities: tuple[str, ...]
     out_of_band: bool = False
     metadata: dict[str, str] | None = None
+    max_tokens: int = 0  # the limit in effect: reaching it makes the response "incomplete"
     cancel_reason: str | None = None
     transcript: str = ""  # streamed so far (text deltas)
     wire_bytes: int = 0
@@ -430,7 +432,9 @@ class RealtimeConnection:
             max_tokens=max_tokens,
             messages=messages,
         )
-        self._requests[core_id] = _Request(modalities, params.conversation == "none", params.metadata)
+        self._requests[core_id] = _Request(
+            modalities, params.conversation == "none", params.metadata, max_tokens
+        )
 
     async def _input_item(self, param: p.ItemParam, index: int) -> Item:
         if param.type == "item_reference":
@@ -573,7 +577,13 @@ class RealtimeConnection:
         part = "output_audio" if "audio" in modalities else "output_text"
         item = Item(new_id("item"), "assistant", [], status="in_progress")
         r = _Response(
-            new_id("resp"), event.response_id, item, modalities, request.out_of_band, request.metadata
+            new_id("resp"),
+            event.response_id,
+            item,
+            modalities,
+            request.out_of_band,
+            request.metadata,
+            request.max_tokens or self.core.config.max_response_tokens,
         )
         self._response = r
         await self.send("response.created", response=self._response_object(r, "in_progress"))
@@ -621,6 +631,9 @@ class RealtimeConnection:
         self._response = None
         part = r.item.content[0]
         status = {"completed": "completed", "interrupted": "cancelled"}.get(event.status, "failed")
+        output_tokens = int(event.usage.get("completion_tokens", 0))
+        if status == "completed" and output_tokens >= r.max_tokens > 0:
+            status = "incomplete"  # the model was stopped by the token limit, as OpenAI reports it
         r.item.status = "completed" if status == "completed" else "incomplete"
         ids = self._ids(r)
         if r.audio:
@@ -639,9 +652,10 @@ class RealtimeConnection:
         details: dict[str, Any] | None = None
         if status == "cancelled":
             details = {"type": "cancelled", "reason": r.cancel_reason or "client_cancelled"}
+        elif status == "incomplete":
+            details = {"type": "incomplete", "reason": "max_output_tokens"}
         elif status == "failed":
             details = {"type": "failed", "error": {"type": "server_error", "code": "response_failed"}}
-        output_tokens = int(event.usage.get("completion_tokens", 0))
         prompt_chars = sum(len(m.content) for m in self.items.messages())
         input_tokens = prompt_chars // CHARS_PER_TOKEN
         usage = {
