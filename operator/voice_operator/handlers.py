@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -19,6 +21,15 @@ log = logging.getLogger("voice_operator")
 RESYNC_SECONDS = float(os.environ.get("VOICE_OPERATOR_RESYNC_SECONDS", "60"))
 CHILD_FILTER = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _state: dict[str, Any] = {}
+
+
+class _Forever:
+    """kopf retries a failed API request once per item of error_backoffs, then gives up. An apiserver
+    that is away for minutes (an upgrade, a control-plane restart) must not end the operator's watches:
+    this sequence never runs out, capped at 30 s between attempts."""
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain([0.5, 1, 2, 5, 10], itertools.repeat(30.0))
 
 
 def _login() -> kopf.ConnectionInfo:
@@ -57,7 +68,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 5
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.networking.error_backoffs = [0.5, 1, 2, 5, 10]
+    settings.networking.error_backoffs = _Forever()
     settings.batching.error_delays = [1, 2, 5, 10, 20]
     port = int(os.environ.get("VOICE_OPERATOR_METRICS_PORT", "0"))
     if port and not _state.get("metrics_started"):

@@ -16,7 +16,7 @@ import aiohttp
 import kopf
 
 from voice_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
-from voice_operator.kinds import Kind
+from voice_operator.kinds import Kind, kind_of
 from voice_operator.metrics import API_REQUESTS, API_RETRIES
 
 log = logging.getLogger("voice_operator.kube")
@@ -145,8 +145,6 @@ class Kube:
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply (creates or updates) under the operator's field manager. force=true: the
         operator owns these fields, so a hand edit is taken back rather than reported as a conflict."""
-        from voice_operator.kinds import kind_of
-
         k = kind_of(obj)
         path = k.path(obj["metadata"]["namespace"], obj["metadata"]["name"])
         out = await self.request(

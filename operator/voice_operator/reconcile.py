@@ -12,9 +12,9 @@ from typing import Any
 
 from voice_operator.kinds import BY_KIND, CHILD_KINDS, Kind, kind_of
 from voice_operator.kube import ApiError, Kube, NamespaceTerminating, TransientError
-from voice_operator.metrics import ERRORS, PHASES, RECONCILE_SECONDS, RECONCILES
+from voice_operator.metrics import API_RETRIES, ERRORS, PHASES, RECONCILE_SECONDS, RECONCILES
 from voice_operator.render import MANAGED_BY, child_name, download_job_name, endpoint, render
-from voice_operator.spec import InvalidSpec
+from voice_operator.spec import InvalidSpec, with_defaults
 from voice_operator.status import Observed, compute_status, merge_patch, status_changed
 
 log = logging.getLogger("voice_operator.reconcile")
@@ -200,7 +200,8 @@ class Reconciler:
         return errors
 
     async def observe(self, vg: Obj) -> Observed:
-        meta, spec = vg["metadata"], vg.get("spec") or {}
+        meta = vg["metadata"]
+        spec = with_defaults(vg.get("spec"))  # the stored object is defaulted already; a raw one is not
         ns, name = meta["namespace"], meta["name"]
         o = Observed(endpoint=endpoint(vg))
         memo = self._m(meta["uid"])
@@ -227,8 +228,6 @@ class Reconciler:
             self.kube.get(PVC, ns, child_name(name, "model-cache")) if o.cache_mode == "pvc" else _none()
         )
         if o.job_desired:
-            from voice_operator.spec import with_defaults
-
             reads.append(self.kube.get(JOB, ns, download_job_name(name, with_defaults(spec))))
         else:
             reads.append(_none())
@@ -288,8 +287,6 @@ class Reconciler:
             except ApiError as e:
                 if e.status != 409:
                     raise
-                from voice_operator.metrics import API_RETRIES
-
                 API_RETRIES.labels("conflict").inc()
                 log.info(
                     "status of %s/%s: conflict, re-reading (%s)", meta["namespace"], meta["name"], e.message
