@@ -91,6 +91,10 @@ def test_crd_installs_and_examples_apply(admin: Api, operator: OperatorProcess) 
     )
     rec = cond(vg, "Reconciled")
     assert rec["reason"] == "KindsNotServed"
+    # its model-download Job runs first (no kubelet here, so it stays running): the cache is not ready yet
+    cache = cond(vg, "ModelCacheReady")
+    assert cache["status"] == "False" and cache["reason"] in ("Downloading", "DownloadPending")
+    assert admin.list("/apis/batch/v1/namespaces/voice/jobs", "app.kubernetes.io/instance=voice")
     assert (
         "autoscaling/v2 HorizontalPodAutoscaler" in rec["message"]
         and "policy/v1 PodDisruptionBudget" in rec["message"]
