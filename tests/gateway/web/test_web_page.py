@@ -78,18 +78,14 @@ def test_read_aloud_plays_highlights_and_pauses(browser: WebDriver, gateway: Ser
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#read-voice option"), what="voices")
     text = browser.find_element(By.ID, "read-text")
     text.clear()
-    text.send_keys("This is the first sentence of the test. Here comes the second one, a little longer. "
-                   "And a third sentence ends the passage.")
+    # Long enough that the stream is still running when the test pauses it, even on a busy machine.
+    filler = " ".join(f"Sentence number {i} keeps the reader busy for a while." for i in range(2, 40))
+    text.send_keys("This is the first sentence of the test. " + filler)
     browser.find_element(By.ID, "read-play").click()
     wait_for(lambda: int(attr(browser, "#read-stats", "data-frames")) > 5, what="audio frames")
     wait_for(lambda: int(attr(browser, "#read-view", "data-highlighted")) >= 0, what="a highlighted sentence")
     current = browser.find_element(By.CSS_SELECTOR, "#read-view span.current").text
     assert current.startswith("This is the first")
-    # Word marks drive a word highlight inside the sentence, pointing into the original text.
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#read-view span.current span.word"),
-             what="a highlighted word")
-    word = browser.find_element(By.CSS_SELECTOR, "#read-view span.current span.word").text
-    assert word and word in current
     browser.find_element(By.ID, "read-pause").click()
     wait_for(lambda: attr(browser, "#read-state", "data-state") == "paused", what="paused state")
     browser.save_screenshot(str(ARTIFACTS / "read-aloud.png"))
@@ -98,6 +94,12 @@ def test_read_aloud_plays_highlights_and_pauses(browser: WebDriver, gateway: Ser
     assert int(attr(browser, "#read-stats", "data-frames")) == frames_paused  # nothing arrives while paused
     browser.find_element(By.ID, "read-resume").click()
     wait_for(lambda: attr(browser, "#read-state", "data-state") in ("playing", "done"), what="resumed")
+    # Word marks drive a word highlight inside the sentence, pointing into the original text.
+    # The spans are re-rendered for every word: read both in one script call, not as element handles.
+    sentence, word = wait_for(lambda: browser.execute_script(
+        "const w = document.querySelector('#read-view span.current span.word');"
+        "return w ? [w.parentElement.textContent, w.textContent] : null;"), what="a highlighted word")
+    assert word and word in sentence
     wait_for(lambda: attr(browser, "#read-state", "data-state") == "done", what="complete", timeout=90)
     assert int(attr(browser, "#read-stats", "data-frames")) > frames_paused
 
