@@ -36,8 +36,6 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(50_000, ge=1, alias="MAX_TEXT_CHARS")
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, alias="MAX_UPLOAD_BYTES")
     max_audio_seconds: float = Field(600.0, gt=0, alias="MAX_AUDIO_SECONDS")
-    min_speed: float = Field(0.25, gt=0, alias="MIN_SPEED")
-    max_speed: float = Field(4.0, gt=0, alias="MAX_SPEED")
 
     # Embedded engine tuning. Zero noise makes Piper deterministic (byte-identical audio for equal input).
     piper_noise_scale: float = Field(0.0, ge=0, le=2, alias="PIPER_NOISE_SCALE")

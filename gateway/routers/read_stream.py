@@ -10,6 +10,7 @@ from starlette.datastructures import State
 
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
 from gateway.engines.registry import Engines
+from gateway.schemas import SPEED_MAX, SPEED_MIN
 from gateway.sessions.read_stream import ConnectionGone, ReadStreamSession, SynthesisScheduler
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ async def read_stream(ws: WebSocket, engines: EnginesDep, settings: SettingsDep,
         ws,
         metrics=metrics,
         max_text_chars=settings.max_text_chars,
-        min_speed=settings.min_speed,
-        max_speed=settings.max_speed,
+        min_speed=SPEED_MIN,
+        max_speed=SPEED_MAX,
         scheduler=_scheduler(ws.app.state, engines),
     )
     try:
