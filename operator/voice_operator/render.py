@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -22,7 +23,7 @@ Obj = dict[str, Any]
 HASH_ANNOTATION = "voice.aetherpro.ai/config-hash"
 MANAGED_BY = "voice-gateway-operator"
 DEPLOY_CONFIG_DIR = "/etc/vllm-omni"
-VOICES_DIR = "/etc/voice-gateway/voices"
+VOICES_DIR = "/etc/voice-gateway/voices"  # the gateway's TTS_VOICES_DIR
 NO_UID = "00000000-0000-0000-0000-000000000000"  # `render -f` of a file that was never stored
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 63 - len("-model-download-12345678")  # the longest child name suffix
@@ -309,52 +310,86 @@ def _service(c: _Ctx, component: str, port: int, svc_type: str = "ClusterIP") ->
     }
 
 
+_AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
+
+
+def _clip_suffix(name: str) -> str:
+    """The gateway finds clips by suffix (TTS_VOICES_DIR/<voice>.<wav|flac|mp3|ogg|m4a>)."""
+    suffix = PurePosixPath(name.split("?", 1)[0]).suffix.lower()
+    return suffix if suffix in _AUDIO_SUFFIXES else ".wav"
+
+
 def _voices_configmap(c: _Ctx) -> Obj | None:
+    """The gateway's voice directory layout: <voice>.txt holds the clip's exact transcript (the Base
+    model's ref_text), <voice>.json its language; the clips themselves come from the user's ConfigMaps,
+    Secrets or URLs."""
     voices = c.spec["tts"].get("voices") or []
     if not voices:
         return None
-    manifest = []
+    data: dict[str, str] = {}
+    for v in voices:
+        data[f"{v['name']}.txt"] = v["transcript"]
+        if v["language"].lower() != "auto":
+            data[f"{v['name']}.json"] = json.dumps({"language": v["language"]})
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": c.meta("voices"), "data": data}
+
+
+# Copies the mounted voice files and downloads the URL clips into the voices directory (an emptyDir).
+_FETCH_VOICES = """import shutil, sys, urllib.request
+from pathlib import Path
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+for f in src.iterdir():
+    if f.is_file():
+        shutil.copyfile(f, dst / f.name)
+for spec in sys.argv[3:]:
+    name, url = spec.split("=", 1)
+    print("fetching voice", name, "from", url, flush=True)
+    with urllib.request.urlopen(url, timeout=60) as r, open(dst / name, "wb") as out:
+        shutil.copyfileobj(r, out)
+"""
+
+
+def _voice_volumes(c: _Ctx) -> tuple[list[Obj], list[Obj], list[Obj]]:
+    """(volumes, gateway mounts, init containers). One projected volume holds the transcripts and every
+    ConfigMap/Secret clip under its gateway file name; URL clips are fetched by an init container."""
+    voices = c.spec["tts"].get("voices") or []
+    sources: list[Obj] = [{"configMap": {"name": child_name(c.name, "voices")}}]
+    urls: list[str] = []
     for v in voices:
         src = v["audio"]
-        entry: Obj = {"name": v["name"], "transcript": v["transcript"], "language": v["language"]}
         if src.get("url"):
-            entry["url"] = src["url"]
-        else:
-            entry["file"] = f"{VOICES_DIR}/{v['name']}/clip"
-        manifest.append(entry)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": c.meta("voices"),
-        "data": {"voices.json": json.dumps(manifest, indent=2, sort_keys=True)},
-    }
-
-
-def _voice_volumes(c: _Ctx) -> tuple[list[Obj], list[Obj]]:
-    vols: list[Obj] = [{"name": "voices", "configMap": {"name": child_name(c.name, "voices")}}]
-    mounts: list[Obj] = [{"name": "voices", "mountPath": VOICES_DIR, "readOnly": True}]
-    for i, v in enumerate(c.spec["tts"].get("voices") or []):
-        src = v["audio"]
-        ref = src.get("configMapKeyRef") or src.get("secretKeyRef")
-        if not ref:
+            urls.append(f"{v['name']}{_clip_suffix(src['url'])}={src['url']}")
             continue
-        items = [{"key": ref["key"], "path": "clip"}]
-        vol: Obj = {"name": f"voice-{i}"}
+        ref = src.get("configMapKeyRef") or src.get("secretKeyRef")
+        items = [{"key": ref["key"], "path": f"{v['name']}{_clip_suffix(ref['key'])}"}]
         if src.get("configMapKeyRef"):
-            vol["configMap"] = {"name": ref["name"], "items": items}
+            sources.append({"configMap": {"name": ref["name"], "items": items}})
         else:
-            vol["secret"] = {"secretName": ref["name"], "items": items}
-        vols.append(vol)
-        mounts.append({"name": f"voice-{i}", "mountPath": f"{VOICES_DIR}/{v['name']}", "readOnly": True})
-    return vols, mounts
+            sources.append({"secret": {"name": ref["name"], "items": items}})
+    vols: list[Obj] = [{"name": "voices-src", "projected": {"sources": sources}}]
+    if not urls:
+        return vols, [{"name": "voices-src", "mountPath": VOICES_DIR, "readOnly": True}], []
+    vols.append({"name": "voices", "emptyDir": {}})
+    init = {
+        "name": "fetch-voices",
+        "image": c.spec["gateway"]["image"],
+        "command": ["python3", "-c", _FETCH_VOICES, "/etc/voice-gateway/voices-src", VOICES_DIR, *urls],
+        "securityContext": dict(_CONTAINER_SECURITY),
+        "volumeMounts": [
+            {"name": "voices-src", "mountPath": "/etc/voice-gateway/voices-src", "readOnly": True},
+            {"name": "voices", "mountPath": VOICES_DIR},
+        ],
+    }
+    return vols, [{"name": "voices", "mountPath": VOICES_DIR, "readOnly": True}], [init]
 
 
 def _gateway(c: _Ctx, env_cm: Obj, voices_cm: Obj | None) -> Obj:
     gw = c.spec["gateway"]
     port = gw["service"]["port"]
     vols, mounts = _writable_volumes()
+    init_containers: list[Obj] = []
     if voices_cm:
-        v, m = _voice_volumes(c)
+        v, m, init_containers = _voice_volumes(c)
         vols += v
         mounts += m
     if not c.model_servers:  # embedded engines run inside the gateway and need the model cache
@@ -399,6 +434,7 @@ def _gateway(c: _Ctx, env_cm: Obj, voices_cm: Obj | None) -> Obj:
         # voice sessions are long-lived WebSockets: give them time to finish on a rollout
         "terminationGracePeriodSeconds": 120,
         "containers": [container],
+        **({"initContainers": init_containers} if init_containers else {}),
         "volumes": vols,
     }
     _scheduling(gw, pod)
@@ -422,9 +458,11 @@ def _gateway_env(c: _Ctx) -> Obj:
         "AUDIO_SAMPLE_RATE": str(c.spec["audio"]["sampleRate"]),
         "HF_HOME": c.spec["modelCache"]["mountPath"],
         "VOICE_GATEWAY_MODE": c.spec["mode"],
-        "OMNI_MODEL": c.spec["omni"]["model"],
-        "TTS_MODEL": c.spec["tts"]["model"],
     }
+    if c.gpu:
+        # vLLM serves a model under its path by default; in cpu mode the engine-server's own names are
+        # left to the gateway's discovery (/v1/models), since spec.*.model names GPU checkpoints.
+        data |= {"OMNI_MODEL": c.spec["omni"]["model"], "TTS_MODEL": c.spec["tts"]["model"]}
     if c.model_servers:
         data |= {
             "OMNI_SERVICE_URL": c.url("omni"),
@@ -432,7 +470,7 @@ def _gateway_env(c: _Ctx) -> Obj:
             "TTS_SERVICE_URL": c.url("tts"),
         }
     if c.spec["tts"].get("voices"):
-        data["TTS_VOICES_FILE"] = f"{VOICES_DIR}/voices.json"
+        data["TTS_VOICES_DIR"] = VOICES_DIR
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -186,6 +186,8 @@ def test_gateway_env_points_at_the_rendered_services() -> None:
     assert env["AUDIO_SAMPLE_RATE"] == "16000"
     assert env["VOICE_ENGINE"] == "vllm-omni"
     assert env["HF_HOME"] == "/models/hf"
+    assert env["OMNI_MODEL"] == "cyankiwi/Qwen3-Omni-30B-A3B-Instruct-AWQ-4bit"
+    assert env["TTS_MODEL"] == "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
     for comp, port in (("omni", 8000), ("tts", 8001)):
         svc = by(objs, "Service", f"demo-{comp}")
         assert svc["spec"]["ports"][0]["port"] == port
@@ -212,6 +214,8 @@ def test_cpu_mode_runs_engine_server_without_gpus() -> None:
         assert c["image"].startswith("ghcr.io/aetherpro/voice-gateway:")
         assert "nvidia.com/gpu" not in str(c.get("resources"))
     assert not [o for o in objs if o["metadata"]["name"].endswith("-deploy")]
+    # the GPU checkpoints' names mean nothing to the CPU engines: the gateway discovers their names
+    assert "OMNI_MODEL" not in by(objs, "ConfigMap", "demo-gateway-env")["data"]
 
 
 def test_embedded_engine_has_no_model_servers() -> None:
@@ -252,17 +256,50 @@ def test_optional_children() -> None:
             }
         }
     ]
-    # voices reach the gateway: manifest + clips mounted
+    # voices reach the gateway in its TTS_VOICES_DIR layout: <voice>.<audio> + <voice>.txt (+ .json)
     env = by(objs, "ConfigMap", "demo-gateway-env")["data"]
-    voices = yaml.safe_load(by(objs, "ConfigMap", "demo-voices")["data"]["voices.json"])
-    assert [v["name"] for v in voices] == ["anna", "bob", "cy"]
-    assert voices[1]["url"] == "https://example.com/bob.wav"
-    assert env["TTS_VOICES_FILE"].endswith("voices.json")
+    assert env["TTS_VOICES_DIR"] == "/etc/voice-gateway/voices"
+    voices = by(objs, "ConfigMap", "demo-voices")["data"]
+    assert voices["anna.txt"] == "Hello there." and voices["bob.txt"] == "Hi."
+    assert "anna.json" not in voices  # language Auto
     gw_pod = by(objs, "Deployment", "demo-gateway")["spec"]["template"]["spec"]
-    assert {
-        "name": "voice-0",
-        "secret": {"secretName": "v", "items": [{"key": "a.wav", "path": "clip"}]},
-    } in gw_pod["volumes"]
+    (src,) = [v for v in gw_pod["volumes"] if v["name"] == "voices-src"]
+    assert {"secret": {"name": "v", "items": [{"key": "a.wav", "path": "anna.wav"}]}} in src["projected"][
+        "sources"
+    ]
+    assert {"configMap": {"name": "c", "items": [{"key": "c.wav", "path": "cy.wav"}]}} in src["projected"][
+        "sources"
+    ]
+    # a URL clip is fetched into the voices directory before the gateway starts
+    (init,) = gw_pod["initContainers"]
+    assert "bob.wav=https://example.com/bob.wav" in init["command"]
+    (gw,) = gw_pod["containers"]
+    assert {"name": "voices", "mountPath": "/etc/voice-gateway/voices", "readOnly": True} in gw[
+        "volumeMounts"
+    ]
+    # without URL clips the projected volume is the voices directory itself
+    only_cm = render(
+        vg(
+            {
+                "tts": {
+                    "voices": [
+                        {
+                            "name": "x",
+                            "transcript": "t",
+                            "language": "English",
+                            "audio": {"configMapKeyRef": {"name": "c", "key": "x.flac"}},
+                        }
+                    ]
+                }
+            }
+        )
+    )
+    pod = by(only_cm, "Deployment", "demo-gateway")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert by(only_cm, "ConfigMap", "demo-voices")["data"]["x.json"] == '{"language": "English"}'
+    assert {"configMap": {"name": "c", "items": [{"key": "x.flac", "path": "x.flac"}]}} in pod["volumes"][-1][
+        "projected"
+    ]["sources"]
     # no PDB for a single replica: it would block every node drain
     assert not [o for o in render(vg()) if o["kind"] == "PodDisruptionBudget"]
 
