@@ -112,11 +112,13 @@ class _Ctx:
 
 # ---------------------------------------------------------------- pod building blocks
 
+# UID/GID 10001: the user the project's images (images/*/Dockerfile) are built with; fsGroup makes the model
+# cache volume writable for it.
 _POD_SECURITY: Obj = {
     "runAsNonRoot": True,
-    "runAsUser": 1000,
-    "runAsGroup": 1000,
-    "fsGroup": 1000,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 _CONTAINER_SECURITY: Obj = {
