@@ -63,6 +63,9 @@ class WhisperTranscriber:
             cpu_threads=self._cpu_threads,
             num_workers=2,
         )
+        # Warm-up: the first transcription pays for CTranslate2's allocations; do it before "ready",
+        # not inside the first user's turn.
+        self._run(np.zeros(self.sample_rate, dtype=np.float32), "en")
 
     async def aclose(self) -> None:
         self._model = None
