@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -44,9 +45,19 @@ def _login() -> kopf.ConnectionInfo:
     return info
 
 
+def _post_phase_event(vg: dict[str, Any], old: str, new: str, message: str) -> None:
+    """A Kubernetes Event per phase change, so `kubectl describe vgw` tells the story."""
+    kind = "Warning" if new in ("Degraded", "Invalid") else "Normal"
+    # outside kopf's operator context there is no event queue (LookupError): nothing to post to
+    with contextlib.suppress(LookupError):
+        kopf.event(vg, type=kind, reason=new, message=f"{old or 'new'} -> {new}: {message}"[:1000])
+
+
 def reconciler() -> Reconciler:
     if "reconciler" not in _state:
-        _state["reconciler"] = Reconciler(Kube(_login))
+        r = Reconciler(Kube(_login))
+        r.on_phase_change = _post_phase_event
+        _state["reconciler"] = r
     return _state["reconciler"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class Reconciler:
         self.deployments: dict[tuple[str, str], Obj] = {}
         self._scheduled: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # called as (resource, old phase, new phase, message) after a phase change is written
+        self.on_phase_change: Callable[[Obj, str, str, str], None] | None = None
 
     # ------------------------------------------------------------ watch-fed caches
 
@@ -283,6 +286,9 @@ class Reconciler:
                 )
                 if written:
                     self.seen_vg(written)
+                old_phase = (current.get("status") or {}).get("phase", "")
+                if old_phase != status["phase"] and self.on_phase_change is not None:
+                    self.on_phase_change(current, old_phase, status["phase"], status.get("message", ""))
                 return status["phase"]
             except ApiError as e:
                 if e.status != 409:
