@@ -1,5 +1,6 @@
-"""Session fixtures for the operator's integration tests: ONE real control plane (scripts/k8s), one
-operator process under a ServiceAccount bound to exactly the operator's RBAC rules."""
+"""Fixtures for the operator's integration tests: ONE real control plane (scripts/k8s) and one operator
+process under a ServiceAccount bound to exactly the operator's RBAC rules, shared by the scenarios of
+test_integration.py (module scope: stopped as soon as that module is done, not at the end of the session)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tests.operator.harness import Api, ConflictProxy, OperatorProcess, Plane, o
 _ns_counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     root = tmp_path_factory.mktemp("k8s")
     p = Plane(root / "plane")
@@ -27,12 +28,12 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         p.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def admin(plane: Plane) -> Api:
     return plane.admin()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def proxy(plane: Plane, admin: Api) -> Iterator[ConflictProxy]:
     px = ConflictProxy(plane.api_url, plane.ca, admin)
     px.start()
@@ -40,7 +41,7 @@ def proxy(plane: Plane, admin: Api) -> Iterator[ConflictProxy]:
     px.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(
     plane: Plane, admin: Api, proxy: ConflictProxy, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
@@ -71,8 +72,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         if isinstance(op, OperatorProcess):
             report.sections.append(("operator log (tail)", op.tail(80)))
     return report
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # the RBAC audit must see every other scenario's traffic: run it last
-    items.sort(key=lambda i: i.name == "test_operator_never_hit_forbidden")

@@ -412,15 +412,6 @@ def test_apiserver_restart_operator_reconnects(
     assert operator.proc.poll() is None
 
 
-def test_operator_never_hit_forbidden(operator: OperatorProcess) -> None:
-    """Runs last: the operator ran every scenario under exactly rbac.cluster_rules(); any 403 means the
-    chart's ClusterRole would be missing a permission."""
-    assert operator.metric("voice_operator_api_requests_total", code="403") == 0
-    assert operator.forbidden_lines() == []
-    assert operator.metric("voice_operator_reconciles_total") > 0
-    assert operator.proc.poll() is None
-
-
 def test_namespaced_operator_works_with_the_namespaced_rules(
     admin: Api, plane: Plane, operator: OperatorProcess, tmp_path: Path
 ) -> None:
@@ -452,3 +443,13 @@ def test_namespaced_operator_works_with_the_namespaced_rules(
     finally:
         op.stop()
         admin.delete(f"/api/v1/namespaces/{ns}")
+
+
+# keep last: the RBAC audit must see every other scenario's traffic
+def test_operator_never_hit_forbidden(operator: OperatorProcess) -> None:
+    """Runs last: the operator ran every scenario under exactly rbac.cluster_rules(); any 403 means the
+    chart's ClusterRole would be missing a permission."""
+    assert operator.metric("voice_operator_api_requests_total", code="403") == 0
+    assert operator.forbidden_lines() == []
+    assert operator.metric("voice_operator_reconciles_total") > 0
+    assert operator.proc.poll() is None
