@@ -45,6 +45,9 @@ if [[ -z $SRC ]]; then
   if [[ -f $f ]] && ! grep -q 'deb-src' "$f"; then
     say "enabling deb-src in $f"
     $SUDO sed -i 's/^Types: deb$/Types: deb deb-src/' "$f"
+  elif [[ ! -f $f && -f /etc/apt/sources.list ]] && ! grep -q '^deb-src' /etc/apt/sources.list; then
+    say "adding deb-src lines to /etc/apt/sources.list"
+    sed -n 's/^deb /deb-src /p' /etc/apt/sources.list | $SUDO tee -a /etc/apt/sources.list >/dev/null
   fi
   $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq
   say "apt-get source kubernetes"
