@@ -127,7 +127,10 @@ class Kube:
                         relogin = True  # rotated service-account token: read it again
                         continue
                     reason = RETRY_STATUSES.get(resp.status)
-                    if reason is None or (resp.status == 409 and not retry_conflicts):
+                    # an object server-side apply cannot type (e.g. a number where the schema wants a
+                    # string) comes back as a 500 from older apiservers; retrying cannot fix it
+                    malformed = resp.status == 500 and "failed to create typed patch object" in err.message
+                    if reason is None or malformed or (resp.status == 409 and not retry_conflicts):
                         raise err
                     last = str(err)
             except (TimeoutError, aiohttp.ClientError, ConnectionError, OSError) as e:

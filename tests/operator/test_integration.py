@@ -445,6 +445,38 @@ def test_namespaced_operator_works_with_the_namespaced_rules(
         admin.delete(f"/api/v1/namespaces/{ns}")
 
 
+def test_a_child_the_server_rejects_degrades_but_the_rest_is_reconciled(
+    admin: Api, operator: OperatorProcess, ns: str
+) -> None:
+    """A bad object never crashes the operator: env values are passed through verbatim, so a number where
+    Kubernetes wants a string is only refused when the Deployment is written."""
+    admin.create_vg(ns, "demo", {**CPU, "gateway": {"env": [{"name": "FOO", "value": 1}]}})
+    vg = wait_for(
+        lambda: (v := admin.vg(ns, "demo")) and v["status"].get("phase") == "Degraded" and v,
+        30,
+        0.2,
+        "Degraded",
+    )
+    rec = cond(vg, "Reconciled")
+    assert rec["status"] == "False" and rec["reason"] == "ApplyFailed" and "demo-gateway" in rec["message"]
+    # everything else was applied
+    for path in (
+        f"/apis/apps/v1/namespaces/{ns}/deployments/demo-omni",
+        f"/apis/apps/v1/namespaces/{ns}/deployments/demo-tts",
+        f"/api/v1/namespaces/{ns}/services/demo-gateway",
+    ):
+        assert admin.get(path) is not None
+    assert admin.get(f"/apis/apps/v1/namespaces/{ns}/deployments/demo-gateway") is None
+    assert operator.proc.poll() is None
+    # fixed -> reconciled
+    admin.merge_patch(
+        f"/apis/voice.aetherpro.ai/v1alpha1/namespaces/{ns}/voicegateways/demo",
+        {"spec": {"gateway": {"env": [{"name": "FOO", "value": "1"}]}}},
+    )
+    wait_for(lambda: admin.get(f"/apis/apps/v1/namespaces/{ns}/deployments/demo-gateway"), 20, 0.2, "applied")
+    wait_for(lambda: phase(admin, ns, "demo") == "Progressing", 20, 0.2, "Progressing")
+
+
 # keep last: the RBAC audit must see every other scenario's traffic
 def test_operator_never_hit_forbidden(operator: OperatorProcess) -> None:
     """Runs last: the operator ran every scenario under exactly rbac.cluster_rules(); any 403 means the
