@@ -161,3 +161,13 @@ async def test_served_kinds_from_discovery(fake: tuple[FakeApi, str]) -> None:
     assert await k.served(BY_KIND[("autoscaling/v2", "HorizontalPodAutoscaler")])  # cached
     assert [r.path for r in api.seen] == ["/apis/autoscaling/v2", "/apis/policy/v1"]
     await k.close()
+
+
+async def test_untyped_object_500_is_not_retried(fake: tuple[FakeApi, str]) -> None:
+    api, url = fake
+    api.script = [(500, {"message": "failed to create typed patch object: .spec.x: expected string, got 1"})]
+    k = kube(url)
+    with pytest.raises(ApiError) as e:
+        await k.apply(CM)
+    assert e.value.status == 500 and len(api.seen) == 1
+    await k.close()
