@@ -1,7 +1,8 @@
 """vLLM-Omni's wire shapes: request builders and response parsers, pure functions without I/O.
 
-Every shape is taken from the fact sheet (`/work/shared/VLLM_OMNI.md`, read from vLLM-Omni's source); the
-section is named where a field is relied on. Parsers are strict about what they use and lenient about
+Every shape is read from vLLM-Omni's own source (`vllm_omni/entrypoints/openai/serving_chat.py`,
+`serving_speech.py`, `protocol/audio.py`; see docs/vllm-omni.md); the fact-sheet section is named where a
+field is relied on. Parsers are strict about what they use and lenient about
 everything else, because the server adds fields between releases.
 """
 
