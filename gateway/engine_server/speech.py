@@ -25,22 +25,12 @@ from gateway.audio.encode import CONTENT_TYPES, encode
 from gateway.engine_server.errors import VllmError
 from gateway.engine_server.models import SAMPLE_RATE, EngineSet
 from gateway.engines.base import SynthesisRequest
+from gateway.engines.vllm_omni import protocol
 
 router = APIRouter()
 
-QWEN_TTS_LANGUAGES = {
-    "Auto",
-    "Chinese",
-    "English",
-    "Japanese",
-    "Korean",
-    "German",
-    "French",
-    "Russian",
-    "Portuguese",
-    "Spanish",
-    "Italian",
-}
+# Fact sheet §3: `language` is "Auto" or one of the codec languages.
+QWEN_TTS_LANGUAGES = {"Auto", *protocol.QWEN_TTS_LANGUAGES}
 SPOKEN_LANGUAGES = ("English",)  # Piper's bundled voice; the others are valid names this server refuses
 BUILTIN_VOICE = "joe"
 MAX_UPLOAD = 10 * 1024 * 1024

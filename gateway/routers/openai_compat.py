@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from gateway.audio.encode import CONTENT_TYPES, encode
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
 from gateway.engines.base import SynthesisRequest
+from gateway.engines.openai_names import OPENAI_VOICES
 from gateway.engines.registry import Engines
 from gateway.errors import APIError
 from gateway.routers.uploads import read_upload
@@ -25,19 +26,6 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 # OpenAI's model and voice names map onto the active engine, so SDK defaults work unchanged.
 OPENAI_TTS_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 OPENAI_ASR_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
-OPENAI_VOICES = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "fable",
-    "nova",
-    "onyx",
-    "sage",
-    "shimmer",
-    "verse",
-)
 _CREATED = int(time.time())
 
 

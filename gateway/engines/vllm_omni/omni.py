@@ -47,15 +47,11 @@ log = logging.getLogger(__name__)
 ASR_RATE = 16000  # the Omni processor resamples audio input to 16 kHz (fact sheet §2): send it at that rate
 
 
-class VllmOmniTranscriber:
-    """ASR through chat completions: the audio part plus an instruction, `modalities: ["text"]` (§5)."""
+class OmniComponent:
+    """A role served by the Omni backend: its lifecycle and readiness are the backend's, and it speaks every
+    language Qwen3-Omni does."""
 
-    name = "vllm-omni"
-    sample_rate = ASR_RATE
-
-    def __init__(self, backend: BackendClient, instruction: str = ASR_INSTRUCTION) -> None:
-        self.backend = backend
-        self._instruction = instruction
+    backend: BackendClient
 
     async def start(self) -> None:
         await self.backend.start()
@@ -69,6 +65,17 @@ class VllmOmniTranscriber:
 
     def languages(self) -> Sequence[str]:
         return tuple(NAMES)
+
+
+class VllmOmniTranscriber(OmniComponent):
+    """ASR through chat completions: the audio part plus an instruction, `modalities: ["text"]` (§5)."""
+
+    name = "vllm-omni"
+    sample_rate = ASR_RATE
+
+    def __init__(self, backend: BackendClient, instruction: str = ASR_INSTRUCTION) -> None:
+        self.backend = backend
+        self._instruction = instruction
 
     def models(self) -> Sequence[ModelInfo]:
         return (
@@ -116,7 +123,7 @@ class VllmOmniTranscriber:
         return Transcription(text=text, language=code or "en", duration=round(duration, 3), segments=segments)
 
 
-class VllmOmniResponder:
+class VllmOmniResponder(OmniComponent):
     """The conversation engine: the user's audio in, streamed text and audio out, with the history.
 
     Audio out comes from Qwen3-Omni itself (SSE chunks with `modality: "audio"`, each a whole 24 kHz WAV,
@@ -148,19 +155,6 @@ class VllmOmniResponder:
     @property
     def produces_audio(self) -> bool:
         return self._audio_output != "off" or self._tts is not None
-
-    async def start(self) -> None:
-        await self.backend.start()
-
-    async def aclose(self) -> None:
-        await self.backend.aclose()
-
-    @property
-    def state(self) -> ModelState:
-        return self.backend.state
-
-    def languages(self) -> Sequence[str]:
-        return tuple(NAMES)
 
     def voices(self) -> Sequence[str]:
         return OMNI_SPEAKERS

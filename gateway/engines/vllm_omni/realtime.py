@@ -26,10 +26,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from gateway.audio.pcm import float_to_pcm16
 from gateway.audio.resample import resample
-from gateway.engines.base import ConversationRequest, ModelInfo, ModelState, ResponseEvent
-from gateway.engines.languages import NAMES
+from gateway.engines.base import ConversationRequest, ModelInfo, ResponseEvent
 from gateway.engines.vllm_omni.audio import PcmJoiner
 from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer, timed_out, unavailable
+from gateway.engines.vllm_omni.omni import OmniComponent
 from gateway.engines.vllm_omni.protocol import BACKEND_SAMPLE_RATE, OMNI_SPEAKERS, QWEN_OMNI_SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _APPEND_SAMPLES = BACKEND_SAMPLE_RATE // 2  # half a second per input_audio_buffer.append
 
 
-class VllmOmniRealtimeResponder:
+class VllmOmniRealtimeResponder(OmniComponent):
     name = "vllm-omni"
     accepts_audio = True
     produces_audio = True
@@ -56,19 +56,6 @@ class VllmOmniRealtimeResponder:
         self._speaker = speaker
         self._system_prompt = system_prompt
         self.last_tokens_per_second: float | None = None
-
-    async def start(self) -> None:
-        await self.backend.start()
-
-    async def aclose(self) -> None:
-        await self.backend.aclose()
-
-    @property
-    def state(self) -> ModelState:
-        return self.backend.state
-
-    def languages(self) -> Sequence[str]:
-        return tuple(NAMES)
 
     def models(self) -> Sequence[ModelInfo]:
         model = self.backend.model_id or "(not discovered)"

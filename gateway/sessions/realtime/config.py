@@ -13,27 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.engines.openai_names import OPENAI_VOICES
 from gateway.sessions.realtime.audio import FORMATS, PCM16, AudioFormat
 from gateway.sessions.realtime.protocol import RealtimeError
 
-# OpenAI's voice names map onto the engine's default voice, so SDK defaults work unchanged.
-OPENAI_VOICES = frozenset(
-    (
-        "alloy",
-        "ash",
-        "ballad",
-        "coral",
-        "echo",
-        "fable",
-        "nova",
-        "onyx",
-        "sage",
-        "shimmer",
-        "verse",
-        "marin",
-        "cedar",
-    )
-)
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_TRANSCRIPTION_MODEL = "whisper-1"
 
