@@ -280,7 +280,12 @@ async function startMic() {
   await talk.ctx.audioWorklet.addModule('/static/capture-worklet.js');
   talk.node = new AudioWorkletNode(talk.ctx, 'capture-24k');
   talk.node.port.onmessage = (ev) => {
-    if (ev.data.level !== undefined) { $('#talk-level').value = Math.min(1, ev.data.level * 4); return; }
+    if (ev.data.level !== undefined) {
+      const meter = $('#talk-level');
+      meter.value = Math.min(1, ev.data.level * 4);
+      meter.dataset.peak = String(Math.max(Number(meter.dataset.peak || 0), meter.value));
+      return;
+    }
     if (talk.sending && talk.ws?.readyState === WebSocket.OPEN) talk.ws.send(ev.data.pcm);
   };
   talk.ctx.createMediaStreamSource(talk.mic).connect(talk.node);

@@ -161,6 +161,7 @@ def test_talk_panel_with_a_wav_file_as_the_microphone(gateway: ServerProcess, tm
                  what="transcript")
         first = driver.find_element(By.CSS_SELECTOR, "#talk-log li.user").text.lower()
         assert "sky" in first and "color" in first
+        assert float(attr(driver, "#talk-level", "data-peak")) > 0.05  # the level meter saw the speech
         wait_for(lambda: int(attr(driver, "#talk-log", "data-audio-bytes")) > 24000, timeout=90,
                  what="reply audio")
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#talk-log li.bot"), what="reply text")
