@@ -33,17 +33,9 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.gateway.voice_client import FRAME_BYTES, RATE, silence, spoken
+from tests.gateway.voice_client import FRAME_BYTES, QUESTIONS, RATE, silence, spoken
 from tests.support import ServerProcess
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "How many legs does a spider have?",
-    "Why is the sky blue?",
-    "Can you recommend a good book to read?",
-    "What should I cook for dinner tonight?",
-    "Tell me a fun fact about the moon.",
-]
 LISTEN_BEFORE_CANCEL_S = 0.3
 WAIT_S = 120
 

@@ -32,17 +32,8 @@ from gateway.engines.registry import Engines, build_engines
 from gateway.services.speech import synthesize
 from gateway.sessions.voice.config import DEFAULT_INSTRUCTIONS
 from gateway.settings import load_settings
-from tests.gateway.voice_client import FRAME_BYTES, RATE, VoiceClient, silence, spoken
+from tests.gateway.voice_client import FRAME_BYTES, QUESTIONS, RATE, VoiceClient, silence, spoken
 from tests.support import ServerProcess
-
-QUESTIONS = [
-    "What is the capital of France?",
-    "How many legs does a spider have?",
-    "Why is the sky blue?",
-    "Can you recommend a good book to read?",
-    "What should I cook for dinner tonight?",
-    "Tell me a fun fact about the moon.",
-]
 
 
 def pct(values: list[float], q: float) -> float:

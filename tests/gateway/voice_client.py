@@ -113,3 +113,14 @@ class VoiceClient:
         return "".join(
             e["delta"] for e in self.events("response.text.delta") if e["response_id"] == response_id
         )
+
+
+# Spoken questions the voice and realtime benchmarks ask, the same on both protocols.
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Why is the sky blue?",
+    "Can you recommend a good book to read?",
+    "What should I cook for dinner tonight?",
+    "Tell me a fun fact about the moon.",
+]
