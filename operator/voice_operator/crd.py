@@ -132,7 +132,12 @@ def _model_server(name: str, model: str, port: int, mem: float, extra: dict[str,
             "minItems": 1,
             "maxItems": 8,
         },
-        "maxModelLen": _int("vLLM --max-model-len.", None, 256),
+        "maxModelLen": _int(
+            "Longest context of the first stage (thinker / talker): `max_model_len` of stage 0 in the "
+            "deploy config. Not passed as --max-model-len, which would cut every stage.",
+            None,
+            256,
+        ),
         "resources": _resources(),
         "extraArgs": {"type": "array", "description": "Extra server arguments.", "items": {"type": "string"}},
         "env": _env(),

@@ -111,14 +111,13 @@ _TTS_STAGES: list[dict[str, Any]] = [
         },
     },
 ]
+# The bundled qwen3_tts.yaml also lists connector_get_sleep_s / connector_get_max_wait(_first_chunk), which
+# vLLM-Omni 0.30.0 reads nowhere (tests/operator/test_vllm_omni_accepts.py checks every key against it).
 _TTS_CONNECTORS = {
     "connector_of_shared_memory": {
         "name": "SharedMemoryConnector",
         "extra": {
             "codec_streaming": True,
-            "connector_get_sleep_s": 0.01,
-            "connector_get_max_wait_first_chunk": 3000,
-            "connector_get_max_wait": 300,
             "codec_chunk_frames": 25,
             "codec_left_context_frames": 72,
             "initial_codec_chunk_frames": 1,

@@ -238,8 +238,8 @@ def _model_server(c: _Ctx, component: str, voices_cm: Obj | None, deploy_cm: Obj
             # vLLM-Omni fills its /metrics only with --log-stats
             "--log-stats",
         ]
-        if block.get("maxModelLen"):
-            args += ["--max-model-len", str(block["maxModelLen"])]
+        # maxModelLen lives on stage 0 of the deploy config only: under --omni a global --max-model-len
+        # overrides EVERY stage, and would cut code2wav's 65536 (the whole codec stream) to the thinker's.
         limits = resources.setdefault("limits", {})
         limits[gpu["resourceName"]] = str(gpu["count"])
         if component == "tts":
