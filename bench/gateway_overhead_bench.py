@@ -142,7 +142,13 @@ def main() -> int:
                 lambda: timed(
                     client,
                     engine.url + "/v1/audio/speech",
-                    {"input": TEXT, "voice": "joe", "response_format": "pcm", "stream": True},
+                    {
+                        "input": TEXT,
+                        "voice": "joe",
+                        "response_format": "pcm",
+                        "stream": True,
+                        "stream_format": "audio",  # raw PCM, as the gateway asks (vLLM-Omni 0.30.0)
+                    },
                 ),
             )
         canned = FaultServer()
@@ -164,6 +170,7 @@ def main() -> int:
                     "voice": "vivian",
                     "response_format": "pcm",
                     "stream": True,
+                    "stream_format": "audio",
                 }
                 proxy = run_pair(
                     args.rounds * 5,

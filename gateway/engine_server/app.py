@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import __version__
 from gateway.engine_server import chat, errors, speech
 from gateway.engine_server.models import EngineSet
-from gateway.engines.vllm_omni.protocol import models_response
+from gateway.engines.vllm_omni.protocol import WIRE_VERSION_TEXT, models_response
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ def create_engine_app(engine_set: EngineSet, api_key: str | None = None) -> Fast
 
     @app.get("/version")
     async def version() -> dict[str, str]:
-        return {"version": __version__}
+        # vLLM's `/version` names the release whose wire format the server speaks: this one speaks
+        # vLLM-Omni 0.30.0's. `engine_server` (ours, not vLLM's) says which gateway build it is.
+        return {"version": WIRE_VERSION_TEXT, "engine_server": __version__}
 
     @app.get("/ping")
     async def ping() -> Response:

@@ -4,6 +4,12 @@ Audio in: base64 WAV content parts (`input_audio`, or `audio_url` with a `data:`
 faster-whisper. Text out: the embedded LLM, or the transcript itself when the instruction asks for ASR (§5).
 Audio out: Piper speaks the reply sentence by sentence as the text streams, cut into code2wav-sized windows,
 each sent as a complete base64 WAV (24 kHz PCM16 mono) in its own `modality: "audio"` chunk.
+
+Shapes as a real vLLM-Omni 0.30.0 Qwen3-Omni server answered: streamed, text chunks first (the first one
+`{"role": "assistant", "content": ""}`), then audio chunks, each with `audio_metadata`, the last one with
+`finish_reason: "stop"`, then the usage-only chunk and `[DONE]`; not streamed, ONE choice whose message
+has both `content` and `audio` (`id`, `data`, `expires_at`, `transcript`), plus `audio_metadata` on the
+choice (serving_chat.py `_merge_audio_choices`, vLLM-Omni #7376).
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ class Turn:
 def _decode_data_url(url: str) -> bytes:
     head, _, payload = url.partition(",")
     if not head.startswith("data:") or ";base64" not in head:
-        raise VllmError(400, "this server accepts audio only as base64 data: URLs", "messages")
+        raise VllmError(400, "this server accepts audio only as base64 data: URLs")
     return _b64(payload)
 
 
@@ -74,7 +80,7 @@ def _b64(payload: str) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise VllmError(400, "audio content is not valid base64", "messages") from None
+        raise VllmError(400, "audio content is not valid base64") from None
 
 
 def _parse_content(content: Any) -> Turn:
@@ -83,7 +89,7 @@ def _parse_content(content: Any) -> Turn:
     if isinstance(content, str):
         return Turn(content, [])
     if not isinstance(content, list):
-        raise VllmError(400, "message content must be a string or a list of parts", "messages")
+        raise VllmError(400, "message content must be a string or a list of parts")
     texts: list[str] = []
     audio: list[bytes] = []
     for part in content:
@@ -93,15 +99,15 @@ def _parse_content(content: Any) -> Turn:
         elif kind == "input_audio":
             data = (part.get("input_audio") or {}).get("data")
             if not isinstance(data, str):
-                raise VllmError(400, "input_audio.data must be a base64 string", "messages")
+                raise VllmError(400, "input_audio.data must be a base64 string")
             audio.append(_b64(data))
         elif kind == "audio_url":
             url = (part.get("audio_url") or {}).get("url")
             if not isinstance(url, str):
-                raise VllmError(400, "audio_url.url must be a string", "messages")
+                raise VllmError(400, "audio_url.url must be a string")
             audio.append(_decode_data_url(url))
         else:
-            raise VllmError(400, f"content part type {kind!r} is not supported by this server", "messages")
+            raise VllmError(400, f"content part type {kind!r} is not supported by this server")
     return Turn(" ".join(t for t in texts if t).strip(), audio)
 
 
@@ -112,10 +118,16 @@ async def _transcribe(engines: EngineSet, clips: list[bytes]) -> str:
         try:
             decoded = await asyncio.to_thread(decode_audio, raw, engines.asr.sample_rate, MAX_INPUT_AUDIO_S)
         except (AudioDecodeError, AudioTooLongError) as exc:
-            raise VllmError(400, f"the audio could not be decoded: {exc}", "messages") from None
+            raise VllmError(400, f"the audio could not be decoded: {exc}") from None
         result = await engines.asr.transcribe(decoded.samples, "en")
         texts.append(result.text)
     return " ".join(t for t in texts if t).strip()
+
+
+def audio_metadata(wav_b64: str) -> dict[str, Any]:
+    """`audio_metadata` of an audio chunk or choice (vLLM-Omni 0.30.0 audio_utils_mixin.py)."""
+    frames = (len(base64.b64decode(wav_b64)) - 44) // 2
+    return {"format": "wav", "sample_rate_hz": SAMPLE_RATE, "frame_count": frames, "channels": 1}
 
 
 def _chunk(
@@ -126,20 +138,26 @@ def _chunk(
     modality: str,
     finish: str | None = None,
     usage: dict[str, int] | None = None,
+    first: bool = False,
 ) -> str:
-    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-    if modality == "audio":
-        choice["logprobs"] = None
+    """One `chat.completion.chunk` with the fields the real server sends for its kind."""
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
     event: dict[str, Any] = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
         "choices": [choice],
-        "modality": modality,
     }
-    if usage is not None:
-        event["usage"] = usage
+    if modality == "audio":
+        choice.update(stop_reason=None, token_ids=None, audio_metadata=audio_metadata(delta["content"]))
+        event.update(usage=usage, metrics=None)
+    elif first:
+        event.update(prompt_token_ids=None, prompt_text=None)
+    else:
+        choice["token_ids"] = None
+        event["metrics"] = {}
+    event["modality"] = modality
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
 
 
@@ -175,21 +193,17 @@ class Completion:
     def __init__(self, engines: EngineSet, req: ChatRequest) -> None:
         self.engines = engines
         self.req = req
+        if req.model is not None and req.model != engines.omni_name:  # vLLM checks the model first
+            raise VllmError(404, f"The model `{req.model}` does not exist.", "model")
         modalities = req.modalities or ["text", "audio"]  # omitted = the engine's outputs: text + audio
         bad = [m for m in modalities if m not in ("text", "audio")]
         if bad or not modalities:
-            raise VllmError(
-                400, f"unsupported modalities {bad}; this server outputs text and audio", "modalities"
-            )
+            raise VllmError(400, f"unsupported modalities {bad}; this server outputs text and audio")
         self.want_text = "text" in modalities
         self.want_audio = "audio" in modalities
         speaker = (req.speaker or req.voice or "").lower()
         if speaker and speaker not in OMNI_SPEAKERS:
-            raise VllmError(
-                400, f"Invalid speaker '{speaker}'. Supported: {', '.join(OMNI_SPEAKERS)}", "speaker"
-            )
-        if req.model is not None and req.model != engines.omni_name:
-            raise VllmError(404, f"The model `{req.model}` does not exist.", "model")
+            raise VllmError(400, f"Invalid speaker '{speaker}'. Supported: {', '.join(OMNI_SPEAKERS)}")
         self.model = engines.omni_name
         self.max_tokens = req.max_completion_tokens or req.max_tokens or 256
         self.history: list[ChatMessage] = []
@@ -203,11 +217,11 @@ class Completion:
         for m in self.req.messages:
             role = m.get("role")
             if role not in ("system", "user", "assistant"):
-                raise VllmError(400, f"unsupported message role {role!r}", "messages")
+                raise VllmError(400, f"unsupported message role {role!r}")
             turns.append((role, _parse_content(m.get("content"))))
         last_role, last = turns[-1]
         if last_role != "user":
-            raise VllmError(400, "the last message must be the user's", "messages")
+            raise VllmError(400, "the last message must be the user's")
         if last.audio:
             self.transcript = await _transcribe(self.engines, last.audio)
             self.asr_only = bool(_ASR_PROMPT.search(last.text))
@@ -278,7 +292,7 @@ async def _stream(c: Completion, metrics: Any) -> AsyncIterator[str]:
 
     with metrics.running("omni"):
         if c.want_text:
-            yield _chunk(cid, created, c.model, {"role": "assistant", "content": ""}, "text")
+            yield _chunk(cid, created, c.model, {"role": "assistant", "content": ""}, "text", first=True)
         async for delta in c.text_deltas():
             if c.want_text:
                 yield _chunk(cid, created, c.model, {"content": delta}, "text")
@@ -310,45 +324,54 @@ async def _stream(c: Completion, metrics: Any) -> AsyncIterator[str]:
         metrics.finished("omni", time.perf_counter() - t0, c.prompt_tokens, c.completion_tokens)
 
 
+def _message(content: str | None, audio: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": content,
+        "refusal": None,
+        "annotations": None,
+        "audio": audio,
+        "function_call": None,
+        "reasoning": None,
+    }
+
+
 async def _full(c: Completion, metrics: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     with metrics.running("omni"):
         text = "".join([d async for d in c.text_deltas()])
-        choices: list[dict[str, Any]] = []
-        if c.want_text:
-            choices.append(
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            )
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": _message(text if c.want_text else None, None),
+            "logprobs": None,
+            "finish_reason": "stop",
+            "stop_reason": None,
+            "token_ids": None,
+        }
         if c.want_audio:
             pcm = await c.speak(text)
-            audio = {
+            data = base64.b64encode(wav_bytes(pcm, SAMPLE_RATE)).decode("ascii")
+            choice["message"]["audio"] = {
                 "id": f"audio-{secrets.token_hex(8)}",
-                "data": base64.b64encode(wav_bytes(pcm, SAMPLE_RATE)).decode("ascii"),
+                "data": data,
                 "expires_at": int(time.time()) + 86400,
                 "transcript": "",
             }
-            # Both choices carry index 0 (`index: output.index`), as vLLM-Omni's do.
-            choices.append(
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": None, "audio": audio},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            )
+            # Text and audio in ONE choice (vLLM-Omni #7376); an audio-only answer has no content.
+            choice["audio_metadata"] = audio_metadata(data)
     metrics.finished("omni", time.perf_counter() - t0, c.prompt_tokens, c.completion_tokens)
+    usage: dict[str, Any] = {**c.usage(), "prompt_tokens_details": None, "completion_tokens_details": None}
     return {
         "id": f"chatcmpl-{secrets.token_hex(12)}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": c.model,
-        "choices": choices,
-        "usage": c.usage(),
+        "choices": [choice],
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": usage,
+        "prompt_logprobs": None,
+        "prompt_token_ids": None,
         "metrics": None,
     }
 

@@ -1,39 +1,44 @@
-"""vLLM's error body: `{"error": {"message", "type", "param", "code"}}` (fact sheet §3 "Errors").
+"""vLLM's error body: `{"error": {"message", "type", "param", "code"}}`, as vLLM 0.30.0 builds it.
 
 The engine server speaks vLLM-Omni's dialect, not the gateway's: where the two differ, vLLM-Omni wins.
+What the real 0.30.0 server answered: a refused request is 400 `BadRequestError` with `param` null; an
+unknown served name is 404 `NotFoundError` with `param` "model"; a body that fails schema validation is
+400 with type "Bad Request" (the status phrase), `param` the field's dotted location and a message
+"1 validation error: ..." (vLLM serve/exception_handling/handlers/validation.py).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from http import HTTPStatus
+
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-_TYPES = {
-    400: "BadRequestError",
-    404: "NotFoundError",
-    413: "BadRequestError",
-    503: "ServiceUnavailableError",
-}
+_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
 
 
 class VllmError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, param: str | None = None, err_type: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.err_type = err_type or _TYPES.get(status) or HTTPStatus(status).phrase
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, self.param)
+        return error_response(self.status, self.message, self.param, self.err_type)
 
 
-def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, param: str | None = None, err_type: str | None = None
+) -> JSONResponse:
     body = {
         "error": {
             "message": message,
-            "type": _TYPES.get(status, "InternalServerError"),
+            "type": err_type or _TYPES.get(status) or HTTPStatus(status).phrase,
             "param": param,
             "code": status,
         }
@@ -49,10 +54,23 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # vLLM answers a malformed body with 400, not FastAPI's 422.
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error_response(400, f"{loc}: {first.get('msg', 'invalid request')}", loc or None)
+        errors = exc.errors()
+        param = ".".join(str(p) for p in errors[0].get("loc", ())) if errors else None
+        label = "error" if len(errors) == 1 else "errors"
+        lines = "".join(f"  {_summary(err)}\n" for err in errors[:3])
+        message = f"{len(errors)} validation {label}:\n{lines}".rstrip() if errors else "Validation error"
+        return error_response(400, message, param or None, HTTPStatus.BAD_REQUEST.phrase)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), None, HTTPStatus(exc.status_code).phrase)
+
+
+def _summary(err: object) -> str:
+    """One validation error as vLLM prints it (the dict), with a long `input` cut short."""
+    if isinstance(err, dict):
+        err = {k: v for k, v in err.items() if k not in ("url", "ctx")}
+        if "input" in err:
+            text = str(err["input"])
+            err["input"] = text if len(text) <= 200 else text[:200] + "...[truncated]"
+    return str(err)[:1000]

@@ -5,7 +5,8 @@
 #   3. this folder's plug-in package vgw_omni_cpu (CPU platform + EOS-biased dummy loader), reinstalled when
 #      its source changes (seconds);
 #   4. the shrunken dummy-weight checkpoints and tokenizer (make_checkpoints.py, seconds).
-# Cached under $VLLM_OMNI_CPU_CACHE (default ~/.cache/voice-gateway-vllm-omni): a second run takes seconds.
+# Cached under $VLLM_OMNI_CPU_CACHE (default ~/.cache/voice-gateway-vllm-omni): a second run takes about a
+# second.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${VLLM_OMNI_CPU_CACHE:-$HOME/.cache/voice-gateway-vllm-omni}"
@@ -27,8 +28,9 @@ fi
 digest="$(cat "$here/pyproject.toml" "$here"/vgw_omni_cpu/*.py | sha256sum | cut -c1-16)"
 if [ "$(cat "$venv/.vgw-plugin" 2>/dev/null)" != "$digest" ]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$here"
+  # Everything imports beside CPU torch (about 15 s; only after a change).
+  "$venv/bin/python" "$here/fixups.py" --check
   echo "$digest" > "$venv/.vgw-plugin"
 fi
-"$venv/bin/python" "$here/fixups.py" --check
 
 "$venv/bin/python" "$here/make_checkpoints.py" --out "$cache/checkpoints"

@@ -194,7 +194,12 @@ def _model_server_traffic(url: str) -> int:
         for round_ in range(2):
             r = c.post("/v1/audio/speech", json={"input": f"The model server answers, round {round_}."})
             assert r.status_code == 200, r.text
-            stream = {"input": "Streaming speech. Two sentences.", "stream": True, "response_format": "pcm"}
+            stream = {
+                "input": "Streaming speech. Two sentences.",
+                "stream": True,
+                "response_format": "pcm",
+                "stream_format": "audio",  # raw PCM, as vLLM-Omni 0.30.0 streams it when asked
+            }
             with c.stream("POST", "/v1/audio/speech", json=stream) as r:
                 assert r.status_code == 200
                 assert sum(len(b) for b in r.iter_bytes()) > 0

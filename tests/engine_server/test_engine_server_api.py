@@ -1,4 +1,5 @@
-"""The engine server speaks vLLM-Omni's API (fact sheet shapes), with real audio from the CPU engines."""
+"""The engine server speaks vLLM-Omni 0.30.0's API with real audio from the CPU engines: what the audio and
+text are worth (speech, transcripts). The wire shapes case by case are in test_wire_fidelity.py."""
 
 from __future__ import annotations
 
@@ -86,22 +87,25 @@ def test_streamed_chat_has_modalities_per_chunk_wavs_usage_and_done(engine_serve
     assert usage and usage[0]["usage"]["completion_tokens"] > 0
 
 
-def test_full_chat_has_two_choices_with_index_zero(engine_server: ServerProcess) -> None:
+def test_full_chat_has_one_choice_with_text_and_audio(engine_server: ServerProcess) -> None:
+    """vLLM-Omni 0.30.0 folds the audio into the text choice (#7376): one choice, spoken reply."""
     question = speech_wav(engine_server, QUESTION)
     body = {"messages": [{"role": "user", "content": [audio_part(question, "audio_url")]}], "max_tokens": 30}
     r = chat(engine_server, body)
     assert r.status_code == 200, r.text
     reply = r.json()
     assert reply["object"] == "chat.completion" and "metrics" in reply
-    assert [c["index"] for c in reply["choices"]] == [0, 0]
-    text_choice, audio_choice = reply["choices"]
-    assert text_choice["message"]["content"]
-    audio = audio_choice["message"]["audio"]
+    [choice] = reply["choices"]
+    assert choice["index"] == 0 and choice["message"]["content"]
+    audio = choice["message"]["audio"]
     assert audio["id"].startswith("audio-") and audio["transcript"] == "" and audio["expires_at"] > 0
-    assert decode_wav(base64.b64decode(audio["data"])).sample_rate == 24000
+    wav = decode_wav(base64.b64decode(audio["data"]))
+    assert wav.sample_rate == 24000 and speech_ratio(wav.samples, 24000) > 0.3
+    assert choice["audio_metadata"]["frame_count"] == wav.samples.size
     body["modalities"] = ["audio"]
     only_audio = chat(engine_server, body).json()["choices"]
     assert len(only_audio) == 1 and only_audio[0]["message"]["audio"]["data"]
+    assert only_audio[0]["message"]["content"] is None
 
 
 def test_asr_instruction_returns_the_transcript(engine_server: ServerProcess) -> None:
@@ -125,20 +129,31 @@ def test_chat_validation_like_vllm(engine_server: ServerProcess) -> None:
     assert r.status_code == 400
 
 
-def test_streamed_speech_is_raw_pcm_and_refuses_speed(engine_server: ServerProcess) -> None:
+def test_streamed_speech_raw_or_events_and_speed_refused(engine_server: ServerProcess) -> None:
     body = {"input": CLIP_TEXT, "response_format": "pcm", "stream": True, "voice": "joe"}
-    with httpx.stream("POST", engine_server.url + "/v1/audio/speech", json=body, timeout=60) as r:
+    raw_body = {**body, "stream_format": "audio"}
+    with httpx.stream("POST", engine_server.url + "/v1/audio/speech", json=raw_body, timeout=60) as r:
         assert r.status_code == 200 and r.headers["content-type"] == "audio/pcm"
         pieces = list(r.iter_raw())
     pcm = b"".join(pieces)
     assert len(pcm) % 2 == 0 and speech_ratio(pcm_to_float(pcm), 24000) > 0.3
-    r = httpx.post(engine_server.url + "/v1/audio/speech", json={**body, "speed": 1.5}, timeout=30)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "speed"
+    # `stream` alone: the same audio as `speech.audio.delta` events (Piper is deterministic here)
+    r = httpx.post(engine_server.url + "/v1/audio/speech", json=body, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    deltas = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert b"".join(base64.b64decode(d["audio"]) for d in deltas[:-1]) == pcm
+    assert deltas[-1]["type"] == "speech.audio.done" and deltas[-1]["usage"]["output_tokens"] > 0
+    for streamed in (body, raw_body):
+        r = httpx.post(engine_server.url + "/v1/audio/speech", json={**streamed, "speed": 1.5}, timeout=30)
+        assert r.status_code == 400 and "not supported with speed adjustment" in r.json()["error"]["message"]
     normal = decode_wav(speech_wav(engine_server, CLIP_TEXT))
     fast = decode_wav(speech_wav(engine_server, CLIP_TEXT, speed=2.0))  # speed works without stream
     assert 0.35 < fast.duration / normal.duration < 0.65
     with httpx.stream(
-        "POST", engine_server.url + "/v1/audio/speech", json={**body, "response_format": "wav"}, timeout=60
+        "POST",
+        engine_server.url + "/v1/audio/speech",
+        json={**raw_body, "response_format": "wav"},
+        timeout=60,
     ) as r:
         head = r.read()[:44]
     assert head[:4] == b"RIFF" and head[4:8] == b"\xff\xff\xff\xff"  # streamed WAV: unknown sizes
@@ -156,16 +171,19 @@ def test_cloning_fields_are_validated(engine_server: ServerProcess) -> None:
     assert speech(task_type="Base", ref_audio=data_url, ref_text=CLIP_TEXT).status_code == 200
     assert speech(ref_audio=data_url, ref_text=CLIP_TEXT).status_code == 200  # Base is inferred
     cases = {
-        "ref_audio": speech(task_type="Base", ref_audio=base64.b64encode(clip).decode(), ref_text="x"),
-        "ref_text": speech(task_type="Base", ref_audio=data_url),
-        "language": speech(language="Klingon"),
-        "voice": speech(voice="vivian"),
+        "ref_audio must be a URL": speech(
+            task_type="Base", ref_audio=base64.b64encode(clip).decode(), ref_text="x"
+        ),
+        "non-empty 'ref_text'": speech(task_type="Base", ref_audio=data_url),
+        "Invalid language 'Klingon'": speech(language="Klingon"),
+        "Invalid voice 'vivian'. Supported: joe": speech(voice="vivian"),
     }
-    for param, r in cases.items():
-        assert r.status_code == 400 and r.json()["error"]["param"] == param, (param, r.text)
+    for words, r in cases.items():
+        assert r.status_code == 400 and words in r.json()["error"]["message"], (words, r.text)
+        assert r.json()["error"]["param"] is None  # vLLM names no param for these
     short = "data:audio/wav;base64," + base64.b64encode(wav_bytes(bytes(4800), 24000)).decode()
     r = speech(task_type="Base", ref_audio=short, ref_text="too short")
-    assert r.status_code == 400 and "1-30 s" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "Reference audio too short (0.1s)" in r.json()["error"]["message"]
     assert speech(task_type="Base", ref_audio=data_url, x_vector_only_mode=True).status_code == 200
     assert speech(ref_text="only for Base", task_type="CustomVoice").status_code == 400
 
@@ -176,8 +194,9 @@ def test_voices_upload_list_use_delete(engine_server: ServerProcess) -> None:
     form = {"name": "Tester", "consent": "consent-123", "ref_text": CLIP_TEXT}
     r = httpx.post(url, data=form, files={"audio_sample": ("t.wav", clip, "audio/wav")})
     assert r.status_code == 200, r.text
-    again = httpx.post(url, data=form, files={"audio_sample": ("t.wav", clip, "audio/wav")})
-    assert again.status_code == 400 and "already exists" in again.json()["error"]["message"]
+    other = speech_wav(engine_server, QUESTION)  # the same name again replaces the first clip
+    again = httpx.post(url, data=form, files={"audio_sample": ("t.wav", other, "audio/wav")})
+    assert again.status_code == 200 and again.json()["voice"]["file_size"] == len(other)
     short = httpx.post(
         url,
         data={**form, "name": "short"},
@@ -187,7 +206,8 @@ def test_voices_upload_list_use_delete(engine_server: ServerProcess) -> None:
     assert httpx.post(url, data={"name": "x", "consent": "c"}).status_code == 400  # neither sample nor vector
     listing = httpx.get(url).json()
     uploaded = {v["name"]: v for v in listing["uploaded_voices"]}
-    assert uploaded["tester"]["ref_text"] == CLIP_TEXT and uploaded["tester"]["embedding_source"] == "audio"
+    assert uploaded["Tester"]["ref_text"] == CLIP_TEXT and uploaded["Tester"]["embedding_source"] == "audio"
+    assert uploaded["Tester"]["file_size"] == len(other) and "tester" in listing["voices"]
     use = httpx.post(
         engine_server.url + "/v1/audio/speech",
         json={"input": "Hello.", "voice": "tester", "task_type": "Base"},

@@ -1,18 +1,26 @@
-"""Conformance of the vllm-omni clients: they parse answers built exactly like the fact sheet's examples,
-served over real HTTP by tests/gateway/vllm_omni_fault_server.py, and know vLLM-Omni's load-time behaviour."""
+"""Conformance of the vllm-omni clients: they parse answers built like a real vLLM-Omni 0.30.0 server's (and
+the older fact sheet's), served over real HTTP by tests/gateway/vllm_omni_fault_server.py, send what that
+server accepts, map every refusal it gives to a clear error, and know vLLM-Omni's load-time behaviour."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from gateway.audio.pcm import wav_bytes
-from gateway.engines.base import ChatMessage, ConversationRequest, ModelState, SynthesisRequest
+from gateway.engines.base import (
+    ChatMessage,
+    ConversationRequest,
+    EngineNotReadyError,
+    ModelState,
+    SynthesisRequest,
+)
 from gateway.engines.vllm_omni.audio import PcmJoiner, change_tempo
 from gateway.engines.vllm_omni.backend import BackendClient, BackendConfig, BackendError, CircuitBreaker
 from gateway.engines.vllm_omni.omni import VllmOmniResponder, VllmOmniTranscriber
@@ -24,7 +32,7 @@ from gateway.engines.vllm_omni.protocol import (
     parse_sse_data,
     parse_stream_chunk,
 )
-from gateway.engines.vllm_omni.tts import VllmOmniSynthesizer
+from gateway.engines.vllm_omni.tts import VllmOmniSynthesizer, VoiceClip
 from tests.gateway.vllm_omni_fault_server import MODEL, FaultServer, chat_chunks, chat_full, tone
 
 
@@ -40,6 +48,10 @@ def server() -> Iterator[FaultServer]:
 def _reset(server: FaultServer) -> None:
     server.release_stalls()
     server.set_mode("ok")
+    server.builtin = ["vivian"]
+    server.forget()
+    server.version = "0.30.0"
+    server.served_model = MODEL
 
 
 def client(server: FaultServer, name: str = "omni", **kw: float) -> BackendClient:
@@ -61,10 +73,11 @@ def client(server: FaultServer, name: str = "omni", **kw: float) -> BackendClien
 
 
 def test_non_streaming_choices_are_picked_by_content_in_either_order() -> None:
+    """vLLM-Omni 0.30.0: one choice with content and audio; older releases: two choices with index 0."""
     audio = tone(0.5)
-    for audio_first in (False, True):
-        body = chat_full("Hello! How can I help?", audio, audio_first=audio_first)
-        assert [c["index"] for c in body["choices"]] == [0, 0]
+    for merged, audio_first in ((True, False), (False, False), (False, True)):
+        body = chat_full("Hello! How can I help?", audio, audio_first=audio_first, merged=merged)
+        assert [c["index"] for c in body["choices"]] == ([0] if merged else [0, 0])
         result = parse_chat_response(json.loads(json.dumps(body)))
         assert result.text == "Hello! How can I help?"
         assert result.audio_b64 is not None
@@ -78,11 +91,13 @@ def test_sse_chunks_are_classified_by_modality() -> None:
     events = [parse_sse_data(raw.decode().strip()) for raw in chat_chunks(["Hello"], pieces)]
     assert events[-1] == DONE
     chunks = [parse_stream_chunk(e) for e in events[:-1]]  # type: ignore[arg-type]
-    assert [c.modality for c in chunks if c] == ["text", "text", "audio", "audio"]
+    assert [c.modality for c in chunks if c] == ["text", "text", "audio", "audio", "usage"]
     assert chunks[0].text == "" and chunks[1].text == "Hello"  # type: ignore[union-attr]
     audio = [decode_wav_b64(c.audio_b64) for c in chunks if c and c.modality == "audio"]
     assert b"".join(a.pcm for a in audio) == b"".join(pieces)
-    assert chunks[-1].finish_reason == "stop" and chunks[-1].usage["completion_tokens"] == 0  # type: ignore[union-attr,index]
+    last_audio, usage = chunks[-2], chunks[-1]
+    assert last_audio.finish_reason == "stop" and last_audio.usage["completion_tokens"] == 0  # type: ignore[union-attr,index]
+    assert usage.usage["completion_tokens"] == 1  # type: ignore[union-attr,index]
     assert parse_sse_data("") is None and parse_sse_data(": keep-alive") is None
     with pytest.raises(ProtocolError):
         parse_sse_data('data: {"choices": [')
@@ -253,6 +268,7 @@ async def test_synthesizer_builtin_voice_and_faults(server: FaultServer) -> None
         assert [c.index for c in chunks] == [0, 1] and all(len(c.pcm) == len(tone(0.6)) for c in chunks)
         sent = server.last_bodies["/v1/audio/speech"]
         assert sent["stream"] is True and sent["response_format"] == "pcm" and "speed" not in sent
+        assert sent["stream_format"] == "audio"  # raw bytes: `stream` alone gets events from 0.30.0
         assert sent["voice"] == "vivian" and sent["language"] == "English"
         ids = server.request_ids[-2:]  # X-Request-Id: vLLM's request id, unique per backend call
         assert all(i.startswith("gw-tts-") for i in ids) and len(set(ids)) == 2
@@ -284,7 +300,8 @@ async def test_a_caller_leaving_closes_the_backend_stream_at_once(server: FaultS
     try:
         await backend.poll_once()
         aborted = server.aborted
-        async with backend.stream("POST", "/v1/audio/speech", json_body={"input": "x"}) as resp:
+        body = {"input": "x", "stream": True, "stream_format": "audio", "response_format": "pcm"}
+        async with backend.stream("POST", "/v1/audio/speech", json_body=body) as resp:
             async for _ in resp.iter_bytes():
                 break  # the caller goes away after the first bytes
         for _ in range(100):
@@ -298,7 +315,7 @@ async def test_a_caller_leaving_closes_the_backend_stream_at_once(server: FaultS
         server.set_mode("ok")
         first = await gen.__anext__()
         assert first.index == 0
-        await gen.aclose()
+        await gen.aclose()  # type: ignore[attr-defined]
     finally:
         await backend.aclose()
 
@@ -335,3 +352,184 @@ async def test_api_key_as_vllm_checks_it() -> None:
                 await backend.aclose()
     finally:
         await engine_set.aclose()
+
+
+# -- the TTS client against vLLM-Omni 0.30.0's answers -----------------------------------------
+
+
+def clip(name: str = "narrator", seconds: float = 2.0) -> VoiceClip:
+    audio = wav_bytes(tone(seconds, 220), 24000)
+    return VoiceClip(name, audio, "audio/wav", "A short reference clip.", "en", seconds)
+
+
+async def test_events_are_read_when_a_server_answers_sse_anyway(server: FaultServer) -> None:
+    """A server that streams `speech.audio.delta` events although we asked for raw bytes still gives the
+    same PCM; an event stream that reports an error or stops before `speech.audio.done` is a 502."""
+    backend = client(server, name="tts")
+    synth = VllmOmniSynthesizer(backend, 24000)
+    try:
+        await backend.poll_once()
+        request = synth.resolve(SynthesisRequest(text="One.", voice="vivian", language="en"))
+        raw = [c.pcm async for c in synth.stream(request)]
+        server.set_mode("sse_only")
+        events = [c.pcm async for c in synth.stream(request)]
+        assert events == raw and len(raw[0]) == len(tone(0.6))
+        for mode, words in (("sse_error", "engine died"), ("sse_truncated", "speech.audio.done")):
+            server.set_mode(mode)
+            with pytest.raises(BackendError) as err:
+                [c async for c in synth.stream(request)]
+            assert (err.value.status, err.value.code) == (502, "backend_bad_response"), mode
+            assert words in err.value.message, err.value.message
+    finally:
+        await backend.aclose()
+
+
+async def test_a_base_model_offers_no_default_voice(server: FaultServer) -> None:
+    """A Base model lists only the placeholder "default" and refuses it without a reference: the gateway
+    offers it to nobody, says why, and offers its clips instead."""
+    server.builtin = []
+    backend = client(server, name="tts")
+    bare = VllmOmniSynthesizer(backend, 24000)
+    try:
+        await backend.poll_once()
+        assert bare.voices() == []
+        with pytest.raises(EngineNotReadyError, match="TTS_VOICES_DIR"):
+            bare.resolve(SynthesisRequest(text="Hi.", voice="default"))
+        assert "TTS_VOICES_DIR" in (bare.models()[0].detail or "")
+        # What the gateway would have met had it offered "default": the server's own 400.
+        body = {
+            "input": "Hi.",
+            "voice": "default",
+            "task_type": "Base",
+            "stream": True,
+            "stream_format": "audio",
+        }
+        with pytest.raises(BackendError) as err:
+            await backend.request_json("POST", "/v1/audio/speech", json_body=body)
+        assert (err.value.status, err.value.code, err.value.upstream_status) == (502, "backend_rejected", 400)
+        assert "requires 'ref_audio' or 'speaker_embedding'" in err.value.message
+    finally:
+        await backend.aclose()
+    backend = client(server, name="tts")
+    synth = VllmOmniSynthesizer(backend, 24000, [clip()])
+    try:
+        await backend.poll_once()
+        assert [(v.id, v.aliases) for v in synth.voices()] == [("narrator", ("default",))]
+        request = synth.resolve(SynthesisRequest(text="Hello.", voice="default"))
+        assert request.voice == "narrator" and [c.index async for c in synth.stream(request)] == [0]
+        sent = server.last_bodies["/v1/audio/speech"]
+        assert (sent["voice"], sent["task_type"], "ref_audio" in sent) == ("narrator", "Base", False)
+    finally:
+        await backend.aclose()
+
+
+async def test_registration_is_idempotent_and_overwrites_a_foreign_clip(server: FaultServer) -> None:
+    """Uploads happen once; a reconnect that finds our very clip listed uploads nothing; a clip listed under
+    our name that is not ours is overwritten (vLLM-Omni 0.30.0 answers 200 to a second upload)."""
+    ours = clip()
+    backend = client(server, name="tts")
+    synth = VllmOmniSynthesizer(backend, 24000, [ours])
+    before = server.hits["POST /v1/audio/voices"]
+    try:
+        await backend.poll_once()
+        assert server.hits["POST /v1/audio/voices"] == before + 1
+        assert server.uploaded["narrator"]["file_size"] == len(ours.audio)
+        await synth._discover_voices()  # a reconnect: the server still holds our clip
+        assert server.hits["POST /v1/audio/voices"] == before + 1
+        server.uploaded["narrator"]["file_size"] += 1  # someone else's clip under our name
+        await synth._discover_voices()
+        assert server.hits["POST /v1/audio/voices"] == before + 2
+        assert server.uploaded["narrator"]["file_size"] == len(ours.audio)
+        assert backend.state is ModelState.READY
+    finally:
+        await backend.aclose()
+
+
+async def test_a_voice_the_server_lost_goes_inline_and_is_registered_again(server: FaultServer) -> None:
+    backend = client(server, name="tts")
+    synth = VllmOmniSynthesizer(backend, 24000, [clip()])
+    try:
+        await backend.poll_once()
+        server.forget()  # restarted on empty storage between two polls
+        request = synth.resolve(SynthesisRequest(text="Hello.", voice="narrator"))
+        chunks = [c async for c in synth.stream(request)]
+        assert [c.index for c in chunks] == [0]
+        sent = server.last_bodies["/v1/audio/speech"]
+        assert sent["ref_audio"].startswith("data:audio/wav;base64,") and sent["ref_text"]
+        for _ in range(50):  # registered again in the background; meanwhile requests go inline
+            await asyncio.sleep(0.05)
+            [c async for c in synth.stream(request)]
+            sent = server.last_bodies["/v1/audio/speech"]
+            if "ref_audio" not in sent:
+                break
+        assert sent["voice"] == "narrator" and "ref_audio" not in sent  # named again, not inline
+        assert server.uploaded["narrator"]["ref_text"] == "A short reference clip."
+    finally:
+        await synth.aclose()
+
+
+async def test_refusals_are_clear_errors_naming_the_backend_and_its_message(server: FaultServer) -> None:
+    """Each 4xx vLLM-Omni 0.30.0 gives becomes 502 `backend_rejected` with the server's status and message
+    (never a 500, no breaker verdict); a 404 for our model name makes the client re-read /v1/models."""
+    backend = client(server, name="tts")
+    try:
+        await backend.poll_once()
+        base = {"input": "Hi.", "response_format": "pcm", "stream": True, "stream_format": "audio"}
+        cases = [
+            ({**base, "model": "nope"}, 404, "The model `nope` does not exist."),
+            ({**base, "speed": 1.5}, 400, "Streaming is not supported with speed adjustment"),
+            ({**base, "stream_format": None, "speed": 1.5}, 400, "SSE streaming is not supported with speed"),
+            ({**base, "task_type": "Base"}, 400, "Base task requires 'ref_audio' or 'speaker_embedding'"),
+            (
+                {**base, "voice": "nobody", "task_type": "Base"},
+                400,
+                "Base task with built-in speaker 'nobody'",
+            ),
+            ({**base, "ref_audio": "UklGRg==", "ref_text": "x"}, 400, "ref_audio must be a URL"),
+        ]
+        for body, status, words in cases:
+            models_before = server.hits["GET /v1/models"]
+            with pytest.raises(BackendError) as err:
+                await backend.request_json("POST", "/v1/audio/speech", json_body=body)
+            e = err.value
+            assert (e.status, e.code, e.backend, e.upstream_status) == (
+                502,
+                "backend_rejected",
+                "tts",
+                status,
+            )
+            assert words in e.message and words in e.upstream_message, e.message
+            assert e.body()["error"]["backend_status"] == status
+            if status == 404:
+                for _ in range(250):
+                    if server.hits["GET /v1/models"] > models_before:
+                        break
+                    await asyncio.sleep(0.02)
+                assert server.hits["GET /v1/models"] > models_before  # re-discovery of the served name
+        assert backend.breaker.allow() and backend.stats.failures["backend_rejected"] == len(cases)
+    finally:
+        await backend.aclose()
+
+
+async def test_server_version_is_checked_on_connect(
+    server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.engines.vllm_omni.backend")
+    for version, matches in (("0.30.0", True), ("0.28.1", False), (None, False)):
+        server.version = version
+        backend = client(server, name="tts")
+        caplog.clear()
+        try:
+            await backend.poll_once()
+            assert backend.state is ModelState.READY  # never a reason to refuse a server
+            assert backend.server_version == version
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            if matches:
+                assert not warnings and backend.detail == "server version 0.30.0"
+            else:
+                assert len(warnings) == 1 and "0.30" in warnings[0], warnings
+                assert (version or "no version") in warnings[0]
+                if version:
+                    assert "not the 0.30.x wire format" in (backend.detail or "")
+        finally:
+            await backend.aclose()

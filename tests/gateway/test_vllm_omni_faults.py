@@ -100,6 +100,26 @@ def test_500_is_502_naming_the_backend(fault: FaultServer, gw: ServerProcess) ->
     assert metric(gw, "voice_gateway_backend_failures_total", backend="tts", code="backend_bad_response") >= 1
 
 
+def test_a_refused_request_is_502_with_the_servers_status_and_message(
+    fault: FaultServer, gw: ServerProcess
+) -> None:
+    """A 4xx from vLLM-Omni (here its real answer to a raw-base64 `ref_audio`) is the gateway's 502
+    `backend_rejected`, naming the backend, its status and its message; the breaker does not count it."""
+    fault.set_mode("reject_speech")
+    r = read(gw)
+    assert error(r) == (502, "backend_rejected", "tts")
+    body = r.json()["error"]
+    assert body["backend_status"] == 400 and "ref_audio must be a URL (http/https)" in body["message"]
+    assert metric(gw, "voice_gateway_backend_circuit_open", backend="tts") == 0
+
+
+def test_models_show_the_server_version(gw: ServerProcess) -> None:
+    models = httpx.get(gw.url + "/models").json()["models"]
+    assert {m["role"]: m.get("detail") for m in models} == dict.fromkeys(
+        ("tts", "asr", "omni"), "server version 0.30.0"
+    )
+
+
 def test_stall_before_the_response_is_504(fault: FaultServer, gw: ServerProcess) -> None:
     fault.set_mode("stall_before")
     assert error(read(gw)) == (504, "backend_timeout", "tts")

@@ -7,11 +7,11 @@ circuit breaker, health polling, error mapping) in `backend.py`.
 from __future__ import annotations
 
 import logging
-import re
 
 from gateway.engines.registry import Engines
 from gateway.engines.vllm_omni.backend import BackendClient, BackendCollector, BackendConfig
 from gateway.engines.vllm_omni.omni import VllmOmniResponder, VllmOmniTranscriber
+from gateway.engines.vllm_omni.protocol import parse_version
 from gateway.engines.vllm_omni.tts import VllmOmniSynthesizer, VoiceConfigError, load_voice_clips
 from gateway.settings import ConfigError, Settings
 
@@ -24,8 +24,8 @@ REALTIME_GA_MIN_VERSION = (0, 29)
 
 def realtime_ws_supported(server_version: str) -> bool:
     """True only when OMNI_SERVER_VERSION names a release whose /v1/realtime speaks the OpenAI GA schema."""
-    match = re.match(r"v?(\d+)\.(\d+)", server_version.strip())
-    return bool(match) and (int(match[1]), int(match[2])) >= REALTIME_GA_MIN_VERSION
+    version = parse_version(server_version)
+    return version is not None and version >= REALTIME_GA_MIN_VERSION
 
 
 def backend_config(settings: Settings, name: str, url: str, model: str, hint: str) -> BackendConfig:

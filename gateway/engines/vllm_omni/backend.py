@@ -10,7 +10,10 @@ What it adds over a bare `httpx.AsyncClient`:
   load-time behaviour: the socket is bound but not listening while the stages load, so connections are
   *refused* for minutes; that is reported as "loading", not as an error;
 - every failure mapped to a client error that names the backend: 503 unavailable / loading / breaker open,
-  504 timeout, 502 bad answer.
+  504 timeout, 502 bad answer, 502 `backend_rejected` (the server refused our request with a 4xx: its
+  status, error type and message are passed on);
+- `GET /version` on every (re)connect: a server that does not speak the 0.30.x wire format is logged as a
+  WARNING, and the version shows in the component's detail (/models).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.engines.base import ModelState
+from gateway.engines.vllm_omni.protocol import WIRE_VERSION_TEXT, wire_version_matches
 from gateway.errors import APIError
 
 log = logging.getLogger(__name__)
@@ -38,12 +42,33 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 
 
 class BackendError(APIError):
-    """A backend failure as the gateway's client sees it: the JSON body names the backend."""
+    """A backend failure as the gateway's client sees it: the JSON body names the backend.
 
-    def __init__(self, status: int, code: str, backend: str, message: str, *, counts: bool = True) -> None:
-        super().__init__(status, code, message, backend=backend)
+    When the server answered with an error, `upstream_status` / `upstream_type` / `upstream_message` are its
+    HTTP status and vLLM's `error.type` / `error.message` (the body also carries `backend_status`).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        backend: str,
+        message: str,
+        *,
+        counts: bool = True,
+        upstream_status: int | None = None,
+        upstream_type: str = "",
+        upstream_message: str = "",
+    ) -> None:
+        extra: dict[str, Any] = {"backend": backend}
+        if upstream_status is not None:
+            extra["backend_status"] = upstream_status
+        super().__init__(status, code, message, **extra)
         self.backend = backend
         self.counts = counts  # False for failures that say nothing about the backend's health
+        self.upstream_status = upstream_status
+        self.upstream_type = upstream_type
+        self.upstream_message = upstream_message
 
 
 def unavailable(backend: str, message: str, code: str = "backend_unavailable") -> BackendError:
@@ -183,7 +208,9 @@ class BackendClient:
         self._first_refused: float | None = None
         self._poll_failures = 0
         self._sequence = 0
+        self._server_version: str | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._rediscovery: asyncio.Task[None] | None = None
         self._ready_callbacks: list[Callable[[], Any]] = []
         self._started = False
 
@@ -194,7 +221,25 @@ class BackendClient:
 
     @property
     def detail(self) -> str | None:
-        return self._detail
+        """Why the backend is not ready; once ready, the server version it reported."""
+        if self._detail is not None or self._state is not ModelState.READY:
+            return self._detail
+        return self.version_note()
+
+    @property
+    def server_version(self) -> str | None:
+        """What the server's `GET /version` said at the last (re)connect; None when it said nothing."""
+        return self._server_version
+
+    def version_note(self) -> str | None:
+        if self._server_version is None:
+            return None
+        if wire_version_matches(self._server_version):
+            return f"server version {self._server_version}"
+        return (
+            f"server version {self._server_version}: not the {WIRE_VERSION_TEXT[:4]}.x wire format "
+            "this gateway speaks"
+        )
 
     @property
     def model_id(self) -> str:
@@ -236,11 +281,12 @@ class BackendClient:
     async def aclose(self) -> None:
         if self.http.is_closed:
             return
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._poller
-            self._poller = None
+        for task in (self._poller, self._rediscovery):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._poller = self._rediscovery = None
         await self.http.aclose()
 
     async def _poll_forever(self) -> None:
@@ -306,6 +352,8 @@ class BackendClient:
             return
         self._model_id = chosen
         if self._state is not ModelState.READY:
+            # A (re)connect may reach another server build: check its version each time.
+            await self._check_version(short)
             # Readiness includes the start-up steps (voice registration): run them on every (re)connect,
             # since a restarted server may have lost what we registered.
             for callback in self._ready_callbacks:
@@ -319,6 +367,45 @@ class BackendClient:
                     return
         self._poll_failures = 0
         self._set_state(ModelState.READY, None)
+
+    async def _check_version(self, limits: httpx.Timeout) -> None:
+        """`GET /version` (vLLM's API server: `{"version": "0.30.0"}`). Never fails readiness: a server
+        with another version may still work, so it is a WARNING naming what was found."""
+        try:
+            answer = await self.http.get("/version", timeout=limits)
+            body = answer.json() if answer.status_code == 200 else None
+            version = str(body.get("version") or "") if isinstance(body, dict) else ""
+        except (httpx.HTTPError, ValueError) as exc:
+            answer, version = None, ""
+            log.debug("GET /version of %s failed: %s", self.name, exc)
+        self._server_version = version or None
+        if not version:
+            status = answer.status_code if answer is not None else "no answer"
+            log.warning(
+                "backend %s (%s): GET /version gave no version (%s); this gateway speaks vLLM-Omni %s's wire "
+                "format and cannot tell which one this server speaks",
+                self.name,
+                self.config.url,
+                status,
+                WIRE_VERSION_TEXT,
+            )
+        elif not wire_version_matches(version):
+            log.warning(
+                "backend %s (%s) reports version %s, but this gateway was built and tested against the "
+                "vLLM-Omni %s.x wire format: requests may be refused or answers misread",
+                self.name,
+                self.config.url,
+                version,
+                WIRE_VERSION_TEXT[:4],
+            )
+        else:
+            log.info("backend %s (%s): server version %s", self.name, self.config.url, version)
+
+    def rediscover(self) -> None:
+        """Re-read /v1/models now, in the background (the server answered 404 for our model name: it may
+        have been restarted with another served name)."""
+        if self._rediscovery is None or self._rediscovery.done():
+            self._rediscovery = asyncio.create_task(self.poll_once(), name=f"rediscover-{self.name}")
 
     # -- requests ----------------------------------------------------------------------------
     def check_usable(self, component: str) -> None:
@@ -448,16 +535,38 @@ class BackendClient:
             raw = await response.aread()
         except httpx.HTTPError:
             raw = b""
-        message = _error_message(raw) or response.reason_phrase
+        message, kind, param = _error_fields(raw)
+        message = message or response.reason_phrase
         status = response.status_code
         if status == 503:
             return unavailable(self.name, f"the {self.name} backend is unavailable (503): {message}")
         if status == 504:
             return timed_out(self.name, f"the {self.name} backend timed out upstream (504): {message}")
-        err = bad_answer(self.name, f"the {self.name} backend answered {status}: {message}")
         if 400 <= status < 500:
-            err.counts = False  # our request was refused; the server itself is fine
-        return err
+            # Our request was refused; the server itself is fine (no breaker verdict). vLLM answers 404
+            # `NotFoundError` with param "model" for a served name it does not serve (any more).
+            if status == 404 and param == "model":
+                self.rediscover()
+            return BackendError(
+                502,
+                "backend_rejected",
+                self.name,
+                f"the {self.name} backend refused the request ({status} {kind or response.reason_phrase}): "
+                f"{message}",
+                counts=False,
+                upstream_status=status,
+                upstream_type=kind,
+                upstream_message=message,
+            )
+        return BackendError(
+            502,
+            "backend_bad_response",
+            self.name,
+            f"the {self.name} backend answered {status}: {message}",
+            upstream_status=status,
+            upstream_type=kind,
+            upstream_message=message,
+        )
 
     async def request_json(self, method: str, path: str, *, json_body: Any = None, **kwargs: Any) -> Any:
         async with self.stream(method, path, json_body=json_body, **kwargs) as resp:
@@ -546,20 +655,25 @@ def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _error_message(raw: bytes) -> str:
-    """vLLM errors are OpenAI-style `{"error": {"message": ...}}` (fact sheet §3); else the raw text."""
+def _error_fields(raw: bytes) -> tuple[str, str, str | None]:
+    """(message, type, param) of an error answer. vLLM's is `{"error": {"message", "type", "param",
+    "code"}}` (what vLLM-Omni 0.30.0 answered, e.g. 404 `NotFoundError` "The model `x` does not exist.");
+    vLLM's `--api-key` guard answers `{"error": "Unauthorized"}`; anything else is passed on as text."""
     try:
         body = json.loads(raw)
     except ValueError:
-        return raw[:200].decode("utf-8", errors="replace").strip()
+        return raw[:200].decode("utf-8", errors="replace").strip(), "", None
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:300]
+            param = err.get("param")
+            return str(err["message"])[:300], str(err.get("type") or ""), str(param) if param else None
+        if isinstance(err, str) and err:
+            return err[:300], "", None
         for key in ("message", "detail", "reason", "status"):
             if body.get(key):
-                return str(body[key])[:300]
-    return str(body)[:200]
+                return str(body[key])[:300], "", None
+    return str(body)[:200], "", None
 
 
 class BackendCollector(Collector):

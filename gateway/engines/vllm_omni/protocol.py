@@ -1,9 +1,10 @@
 """vLLM-Omni's wire shapes: request builders and response parsers, pure functions without I/O.
 
 Every shape is read from vLLM-Omni's own source (`vllm_omni/entrypoints/openai/serving_chat.py`,
-`serving_speech.py`, `protocol/audio.py`; see docs/vllm-omni.md); the fact-sheet section is named where a
-field is relied on. Parsers are strict about what they use and lenient about
-everything else, because the server adds fields between releases.
+`serving_speech.py`, `protocol/audio.py`; see docs/vllm-omni.md) and checked against what a real vLLM-Omni
+0.30.0 server answered (docs/vllm-omni.md, "What the real 0.30.0 server answers"); the fact-sheet section is
+named where a field is relied on. Parsers are strict about what they use and lenient about everything else,
+because the server adds fields between releases.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import binascii
 import io
 import json
+import re
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,10 +48,31 @@ QWEN_TTS_LANGUAGES = (
 # Fact sheet §2 "Non-streaming response": "Qwen3-Omni omits sr and runs at 24kHz"; §3 Output: TTS is 24 kHz.
 BACKEND_SAMPLE_RATE = 24000
 DONE = "[DONE]"
+# The wire format this client was built and tested against. vLLM-Omni releases track vLLM's major.minor
+# (vLLM-Omni 0.30.0 `version.py` warns unless vLLM is 0.30.x), and the server's `GET /version` is vLLM's
+# (`{"version": "0.30.0"}`), so the major.minor it reports names the vLLM-Omni wire format too.
+WIRE_VERSION = (0, 30)
+WIRE_VERSION_TEXT = "0.30.0"
+# vLLM-Omni 0.30.0 serving_speech.py `_get_available_voices`: every `GET /v1/audio/voices` lists this
+# placeholder beside the model's real speakers. A request naming it is sent with no voice at all, which a
+# CustomVoice model answers with its default speaker and a Base model with 400 "Base task requires
+# 'ref_audio' or 'speaker_embedding'". It never names a speaker, so it is never offered as one.
+DEFAULT_VOICE_PLACEHOLDER = "default"
 
 
 class ProtocolError(ValueError):
     """The backend's answer does not have the shape vLLM-Omni documents (maps to 502)."""
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """`"0.30.0"`, `"v0.30.1rc2"`, `"0.30.0+cpu"` -> (0, 30); None when it names no release."""
+    match = re.match(r"v?(\d+)\.(\d+)", text.strip())
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def wire_version_matches(version: str) -> bool:
+    """True when a server's `GET /version` names the 0.30.x wire format this client speaks."""
+    return parse_version(version) == WIRE_VERSION
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -119,10 +142,12 @@ def speech_request(
 ) -> dict[str, Any]:
     """`POST /v1/audio/speech` body for Qwen3-TTS (fact sheet §3).
 
-    `stream: true` + `response_format: "pcm"` streams raw PCM16 24 kHz mono. `speed` is never sent with
-    `stream` (the server refuses it); the gateway changes tempo itself. The 0.6B Base model has no built-in
+    Streaming: `stream: true` alone gets server-sent events (`speech.audio.delta` with base64 PCM) from
+    vLLM-Omni 0.30.0; raw PCM16 24 kHz mono bytes come only with `stream_format: "audio"` (protocol/audio.py
+    `is_raw_audio_stream`), so it is always sent. `speed` is never sent with `stream` (400 "... is not
+    supported with speed adjustment"); the gateway changes tempo itself. The 0.6B Base model has no built-in
     voices: each request names an uploaded voice (`voice`) or carries `ref_audio` (a `data:` URL; raw base64
-    is rejected) with `ref_text` (its exact transcript), and `task_type: "Base"`.
+    is a 400) with `ref_text` (its exact transcript), and `task_type: "Base"`.
     """
     body: dict[str, Any] = {
         "input": text,
@@ -130,6 +155,8 @@ def speech_request(
         "stream": stream,
         "language": language,
     }
+    if stream:
+        body["stream_format"] = "audio"
     if model:
         body["model"] = model
     if task_type:
@@ -146,6 +173,47 @@ def speech_request(
 
 
 # -- responses ---------------------------------------------------------------------------------
+
+
+def speech_sse_pcm(event: dict[str, Any]) -> bytes | None:
+    """One `/v1/audio/speech` SSE event -> its PCM16 bytes (`speech.audio.delta`), or None for the final
+    `speech.audio.done` (usage only). vLLM-Omni 0.30.0 serving_speech.py `_generate_audio_sse_events`: the
+    base64 chunk is in `audio` (not `delta`); a failure mid-stream is a `speech.audio.error` event."""
+    kind = event.get("type")
+    if kind == "speech.audio.delta":
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            raise ProtocolError("a speech.audio.delta event carries no base64 `audio`")
+        try:
+            return base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("a speech.audio.delta event's audio is not valid base64") from None
+    if kind == "speech.audio.done":
+        return None
+    err = event.get("error")
+    if kind == "speech.audio.error" or err is not None:
+        message = err.get("message") if isinstance(err, dict) else err
+        raise ProtocolError(f"the server reported an error mid-stream: {message}")
+    return b""  # an event type this client does not use: skip it
+
+
+def offered_voices(listing: dict[str, Any]) -> list[str]:
+    """`GET /v1/audio/voices` -> the server's own speakers: `voices` without the placeholder "default"
+    (see DEFAULT_VOICE_PLACEHOLDER) and without uploaded voices (listed there too, but they belong to
+    whoever uploaded them). A Qwen3-TTS Base model answers `{"voices":["default"],"uploaded_voices":[]}`:
+    no speaker at all."""
+    uploaded = {
+        str(v.get("name", "")).lower() for v in listing.get("uploaded_voices") or [] if isinstance(v, dict)
+    }
+    names = [str(v).lower() for v in listing.get("voices") or [] if isinstance(v, str)]
+    return [v for v in names if v != DEFAULT_VOICE_PLACEHOLDER and v not in uploaded]
+
+
+def is_lost_voice_error(message: str) -> bool:
+    """A 400 saying the server does not know a voice we uploaded (restarted with empty storage, or the file
+    is gone): "Base task with built-in speaker 'x' requires 'ref_audio' for voice cloning" /
+    "Data file for uploaded speaker 'x' not found on disk" (vLLM-Omni 0.30.0 tts_adapters/qwen3_tts.py)."""
+    return "requires 'ref_audio'" in message or "not found on disk" in message
 
 
 @dataclass(frozen=True)
@@ -221,8 +289,10 @@ class ChatResult:
 def parse_chat_response(body: Any) -> ChatResult:
     """Non-streaming `chat.completion` (fact sheet §2 "Non-streaming response").
 
-    Text and audio are *separate choices that both have index 0*, and their order changed across versions,
-    so each is picked by content: `message.audio.data` (base64 WAV) and `message.content` (text).
+    vLLM-Omni 0.30.0 answers ONE choice carrying both `message.content` and `message.audio` (serving_chat.py
+    `_merge_audio_choices`, #7376); older releases sent *separate choices that both have index 0*, in an
+    order that changed across versions. So each part is picked by content, whichever choice holds it:
+    `message.audio.data` (base64 WAV) and `message.content` (text).
     """
     if not isinstance(body, dict):
         raise ProtocolError("the chat completion is not a JSON object")
@@ -287,7 +357,7 @@ def decode_wav(raw: bytes) -> WavChunk:
     return WavChunk(pcm=data, sample_rate=rate)
 
 
-def models_response(ids: Sequence[str], owned_by: str = "vllm-omni", created: int = 0) -> dict[str, Any]:
+def models_response(ids: Sequence[str], owned_by: str = "vllm", created: int = 0) -> dict[str, Any]:
     """`GET /v1/models` (fact sheet §6): the OpenAI list; `id` is the served name, `root` the model path."""
     return {
         "object": "list",

@@ -76,9 +76,9 @@ class VllmOmniRealtimeResponder(OmniComponent):
             ) as ws:
                 async for event in self._converse(ws, request):
                     yield event
-        except BackendError as err:
+        except BackendError as failed:
             backend.stats.count("error")
-            backend.record_failure(err)
+            backend.record_failure(failed)
             raise
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):

@@ -4,9 +4,11 @@ Voices: the Base model has no built-in voices (fact sheet §3 "0.6B Base has no 
 gateway's voices are reference clips from configuration: `TTS_VOICES_DIR/<name>.<wav|flac|mp3|ogg>` with its
 exact transcript in `<name>.txt` (and optionally `<name>.json`: `{"language": "en", "description": "..."}`).
 With `TTS_VOICE_MODE=register` (or `auto`, the default, when the server has `/v1/audio/voices`) each clip is
-uploaded once at start-up and on every reconnect, idempotently, then named by `voice`; with `inline` every
-request carries the clip as a `ref_audio` data URL plus `ref_text`. Built-in voices the server lists (a
-CustomVoice checkpoint, or the engine-server's CPU voice) are offered as well.
+uploaded at start-up and on every reconnect unless the server already holds that very clip (vLLM-Omni 0.30.0
+overwrites an upload of the same name, so re-uploading is idempotent), then named by `voice`; with `inline`
+every request carries the clip as a `ref_audio` data URL plus `ref_text`. Speakers the server has of its own
+(a CustomVoice checkpoint, or the engine-server's CPU voice) are offered as well; the "default" every
+listing carries is not one (see `protocol.offered_voices`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,18 @@ from gateway.engines.base import (
 )
 from gateway.engines.languages import NAMES, normalize_language
 from gateway.engines.vllm_omni.audio import PcmJoiner, change_tempo
-from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer
-from gateway.engines.vllm_omni.protocol import BACKEND_SAMPLE_RATE, QWEN_TTS_LANGUAGES, speech_request
+from gateway.engines.vllm_omni.backend import BackendClient, BackendError, BackendResponse, bad_answer
+from gateway.engines.vllm_omni.protocol import (
+    BACKEND_SAMPLE_RATE,
+    DONE,
+    QWEN_TTS_LANGUAGES,
+    ProtocolError,
+    is_lost_voice_error,
+    offered_voices,
+    parse_sse_data,
+    speech_request,
+    speech_sse_pcm,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +144,8 @@ class VllmOmniSynthesizer:
         self._inline = voice_mode == "inline"
         self._builtin: list[str] = []
         self._server_languages: tuple[str, ...] | None = None
+        self._listed = False  # a voices listing (or its absence) has been read since start
+        self._reregistering: dict[str, asyncio.Task[None]] = {}
         backend.on_ready(self._discover_voices)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -139,42 +153,60 @@ class VllmOmniSynthesizer:
         await self.backend.start()
 
     async def aclose(self) -> None:
+        for task in self._reregistering.values():
+            task.cancel()
+        if self._reregistering:
+            await asyncio.gather(*self._reregistering.values(), return_exceptions=True)
         await self.backend.aclose()
 
     async def _discover_voices(self) -> None:
-        """`GET /v1/audio/voices` -> `{"voices": [...], "uploaded_voices": [{"name", ...}]}` (fact sheet §3),
-        then upload each clip not there yet: `POST /v1/audio/voices` multipart with `audio_sample`, `name`,
-        `consent`, `ref_text`. Re-run on every reconnect; a name that already exists is not an error."""
+        """`GET /v1/audio/voices` -> `{"voices": [...], "uploaded_voices": [{"name", "file_size", "ref_text",
+        ...}]}` (fact sheet §3), then upload each clip the server does not hold as ours: `POST
+        /v1/audio/voices` multipart with `audio_sample`, `name`, `consent`, `ref_text`. Re-run on every
+        reconnect. vLLM-Omni 0.30.0 answers 200 to a second upload of a name and overwrites the first, so a
+        listed voice whose size or transcript differs from our clip (another clip under our name) is simply
+        uploaded again."""
         try:
             listing = await self.backend.request_json("GET", "/v1/audio/voices")
         except BackendError as exc:
             if self._voice_mode == "register" or not _is_missing_route(exc):
                 raise
             listing = None
+        self._listed = True
         if isinstance(listing, dict):
-            self._builtin = [str(v).lower() for v in listing.get("voices") or [] if isinstance(v, str)]
+            self._builtin = offered_voices(listing)
             langs = listing.get("languages")  # the engine-server says which it speaks; vLLM-Omni does not
             if isinstance(langs, list) and langs:
                 self._server_languages = tuple(str(x) for x in langs)
+        if isinstance(listing, dict) and not self._clips and not self._builtin:
+            log.warning(
+                "the TTS server offers no speaker of its own (%s lists only the placeholder 'default', which "
+                "a Qwen3-TTS Base model cannot speak without a reference clip) and TTS_VOICES_DIR has no "
+                "clips: speech requests will be refused until clips are configured",
+                self.backend.model_id or "its model",
+            )
         if self._voice_mode == "inline" or not self._clips:
             return
         if listing is None:
             log.info("the TTS server has no /v1/audio/voices: sending reference clips with every request")
             self._inline = True
             return
-        uploaded = {
-            str(v.get("name", "")).lower()
+        held = {
+            str(v.get("name", "")).lower(): v
             for v in listing.get("uploaded_voices") or []
             if isinstance(v, dict)
         }
         for clip in self._clips.values():
-            if clip.name in uploaded:
+            if _holds(held.get(clip.name), clip):
                 self._registered.add(clip.name)
                 continue
             await self._upload(clip)
         self._inline = False
 
     async def _upload(self, clip: VoiceClip) -> None:
+        """Upload (or overwrite) one clip. A refusal (4xx: a name reserved by a built-in speaker, a server
+        whose policy forbids overwriting, a clip it cannot decode) leaves that voice inline: every request
+        then carries the clip, and the server's verdict on it comes with the first request."""
         files = {
             "audio_sample": (
                 f"{clip.name}{mimetypes.guess_extension(clip.mime_type) or '.wav'}",
@@ -186,10 +218,31 @@ class VllmOmniSynthesizer:
         try:
             await self.backend.request_json("POST", "/v1/audio/voices", files=files, data=data)
         except BackendError as exc:
-            if "already exists" not in exc.message:
+            if exc.upstream_status is None or not 400 <= exc.upstream_status < 500:
                 raise
+            self._registered.discard(clip.name)
+            log.warning(
+                "the TTS server refused to register voice %r (%s): sending its clip with every request",
+                clip.name,
+                exc.upstream_message or exc.message,
+            )
+            return
         self._registered.add(clip.name)
         log.info("registered voice %r with the TTS server", clip.name)
+
+    def _reregister(self, clip: VoiceClip) -> None:
+        """Upload a voice the server lost again, in the background; requests go inline meanwhile."""
+        task = self._reregistering.get(clip.name)
+        if task is not None and not task.done():
+            return
+
+        async def upload() -> None:
+            try:
+                await self._upload(clip)
+            except BackendError as exc:  # the next reconnect tries again
+                log.warning("re-registering voice %r failed: %s", clip.name, exc.message)
+
+        self._reregistering[clip.name] = asyncio.create_task(upload(), name=f"reregister-{clip.name}")
 
     # -- catalogue ---------------------------------------------------------------------------
     @property
@@ -216,17 +269,23 @@ class VllmOmniSynthesizer:
             out[0] = Voice(first.id, first.name, first.language, first.sample_rate, aliases=("default",))
         return out
 
+    def _no_voice_reason(self) -> str:
+        return (
+            f"the TTS server ({self.backend.model_id or 'not discovered'}) has no speaker of its own: a "
+            "Qwen3-TTS Base model speaks only by cloning a reference clip; mount clips (name.wav + "
+            "name.txt) in TTS_VOICES_DIR"
+        )
+
     def languages(self) -> Sequence[str]:
         names = self._server_languages or QWEN_TTS_LANGUAGES
         by_name = {v.lower(): k for k, v in NAMES.items()}
         return tuple(by_name[n.lower()] for n in names if n.lower() in by_name)
 
     def models(self) -> Sequence[ModelInfo]:
-        return (
-            ModelInfo(
-                "tts", self.backend.model_id or "(not discovered)", self.name, self.state, self.backend.detail
-            ),
-        )
+        detail = self.backend.detail
+        if self.state is ModelState.READY and self._listed and not self.voices():
+            detail = "; ".join(d for d in (detail, self._no_voice_reason()) if d)
+        return (ModelInfo("tts", self.backend.model_id or "(not discovered)", self.name, self.state, detail),)
 
     def resolve(self, request: SynthesisRequest) -> SynthesisRequest:
         voices = self.voices()
@@ -235,6 +294,8 @@ class VllmOmniSynthesizer:
         if voice is None:
             if not voices and self.state is not ModelState.READY:
                 raise EngineNotReadyError("tts", self.backend.detail)
+            if not voices:
+                raise EngineNotReadyError("tts", self._no_voice_reason())
             known = (
                 ", ".join(sorted({v.id for v in voices} | {a for v in voices for a in v.aliases})) or "none"
             )
@@ -274,29 +335,46 @@ class VllmOmniSynthesizer:
         try:
             pcm = await self._fetch(text, voice, language)
         except BackendError as exc:
-            # A server restarted between two polls has lost the voices we uploaded ("Base task with
-            # built-in speaker ... requires 'ref_audio'"): send this voice's clip inline from now on;
-            # the next reconnect registers it again.
-            if voice not in self._registered or exc.status != 502 or "answered 4" not in exc.message:
+            if exc.upstream_status != 400 or not is_lost_voice_error(exc.upstream_message):
                 raise
+            clip = self._clips.get(voice)
+            if clip is None:
+                # A speaker the server listed cannot speak without a reference after all: stop offering it.
+                if voice in self._builtin:
+                    log.warning("the TTS server cannot speak its voice %r: %s", voice, exc.upstream_message)
+                    self._builtin.remove(voice)
+                raise
+            if voice not in self._registered:
+                raise
+            # The server lost a voice we uploaded (restarted on empty storage: 400 "Base task with
+            # built-in speaker 'x' requires 'ref_audio'"): this sentence goes again with the clip inline,
+            # and the voice is uploaded again in the background.
             log.warning("the TTS server no longer knows voice %r: sending its clip inline", voice)
             self._registered.discard(voice)
+            self._reregister(clip)
             pcm = await self._fetch(text, voice, language)
         if abs(speed - 1.0) > 1e-3:
             pcm = await asyncio.to_thread(change_tempo, pcm, self.sample_rate, speed)
         return pcm, time.perf_counter() - t0
 
     async def _fetch(self, text: str, voice: str, language: str) -> bytes:
-        """One sentence, whole: the streamed PCM16 24 kHz joined and brought to the gateway's rate."""
+        """One sentence, whole: the streamed PCM16 24 kHz joined and brought to the gateway's rate.
+
+        We ask for raw bytes (`stream_format: "audio"`); a server that answers with events anyway
+        (`text/event-stream`: vLLM-Omni 0.30.0's default for `stream: true`) is read as events."""
         joiner = PcmJoiner(self.sample_rate)
         parts: list[bytes] = []
         async with self.backend.stream(
             "POST", "/v1/audio/speech", json_body=self._body(text, voice, language)
         ) as resp:
             ctype = resp.response.headers.get("content-type", "")
-            if ctype and not ctype.startswith(("audio/", "application/octet-stream")):
+            if ctype.startswith("text/event-stream"):
+                pieces = _sse_pcm(resp)
+            elif not ctype or ctype.startswith(("audio/", "application/octet-stream")):
+                pieces = resp.iter_bytes()
+            else:
                 raise bad_answer("tts", f"the TTS server answered {ctype!r} instead of PCM audio")
-            async for chunk in resp.iter_bytes():
+            async for chunk in pieces:
                 parts.append(joiner.push(chunk, BACKEND_SAMPLE_RATE))
             try:
                 parts.append(joiner.finish())
@@ -341,5 +419,35 @@ class VllmOmniSynthesizer:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _sse_pcm(resp: BackendResponse) -> AsyncIterator[bytes]:
+    """PCM from `/v1/audio/speech` events (`speech.audio.delta` ... `speech.audio.done`). A stream that ends
+    before `speech.audio.done` is truncated; a `speech.audio.error` event fails the sentence."""
+    try:
+        async for line in resp.iter_lines():
+            event = parse_sse_data(line)
+            if event is None:
+                continue
+            if event == DONE or not isinstance(event, dict):
+                break
+            pcm = speech_sse_pcm(event)
+            if pcm is None:
+                return
+            if pcm:
+                yield pcm
+    except ProtocolError as exc:
+        raise bad_answer("tts", f"the TTS server's event stream failed: {exc}") from None
+    raise bad_answer("tts", "the TTS server's event stream ended before speech.audio.done (truncated audio)")
+
+
+def _holds(listed: dict[str, Any] | None, clip: VoiceClip) -> bool:
+    """Does the server's listing entry describe this very clip (same size and transcript)?"""
+    if listed is None:
+        return False
+    size = listed.get("file_size")
+    if isinstance(size, int) and size != len(clip.audio):
+        return False
+    return (listed.get("ref_text") or "").strip() == clip.ref_text.strip()
+
+
 def _is_missing_route(exc: BackendError) -> bool:
-    return exc.status == 502 and any(f"answered {s}" in exc.message for s in (404, 405))
+    return exc.upstream_status in (404, 405)
