@@ -86,7 +86,10 @@ ABBREVIATIONS = frozenset(
     ]
 )
 
-_TERMINATOR = re.compile(r"""([.!?…]+)(["'”’)\]]*)(\s+|$)""")
+# Linear time on hostile text: a run of terminators is tried once, from its first character (the lookbehind),
+# and never given back (possessive quantifiers). Without both, "!" * 50_000 + "x" rescans the run from every
+# position: quadratic, a minute of CPU holding the GIL.
+_TERMINATOR = re.compile(r"""(?<![.!?…])([.!?…]++)(["'”’)\]]*+)(\s++|$)""")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _CLAUSE = re.compile(r"[,;:–—](?=\s)")
 

@@ -15,7 +15,7 @@ from gateway.audio.stream_encode import StreamEncoder
 from gateway.engines.base import SynthesisChunk, SynthesisRequest, Synthesizer
 from gateway.errors import APIError
 from gateway.metrics import Metrics
-from gateway.services.speech import SynthesisResult, stream_speech
+from gateway.services.speech import SpeechTooLongError, SynthesisResult, stream_speech
 
 STREAM_GAUGE_KIND = "speech_http"
 ENCODE_SLICE_S = 0.25
@@ -42,19 +42,23 @@ def word_timeline(chunks: list[SynthesisChunk], offset: float = 0.0) -> list[dic
 
 
 def sentence_timeline(chunks: list[SynthesisChunk]) -> list[dict[str, Any]]:
-    out = []
+    """One entry per sentence; the pieces an engine streamed a sentence in are one span of audio."""
+    out: list[dict[str, Any]] = []
     offset = 0.0
     for chunk in chunks:
         duration = len(chunk.pcm) / 2 / chunk.sample_rate
-        out.append(
-            {
-                "index": chunk.index,
-                "start": round(offset, 3),
-                "end": round(offset + duration, 3),
-                "char_start": chunk.text_start,
-                "char_end": chunk.text_end,
-            }
-        )
+        if out and out[-1]["index"] == chunk.index:
+            out[-1]["end"] = round(offset + duration, 3)
+        else:
+            out.append(
+                {
+                    "index": chunk.index,
+                    "start": round(offset, 3),
+                    "end": round(offset + duration, 3),
+                    "char_start": chunk.text_start,
+                    "char_end": chunk.text_end,
+                }
+            )
         offset += duration
     return out
 
@@ -101,13 +105,18 @@ async def audio_stream(
     fmt: str,
     metrics: Metrics | None = None,
     sse: bool = False,
+    max_seconds: float | None = None,
 ) -> AsyncIterator[bytes]:
     """Encoded audio as it is synthesized: raw bytes, or with `sse` OpenAI's server-sent events
     (`speech.audio.delta` with base64 audio, then `speech.audio.done`), plus a `speech.words` event before
-    each sentence's audio when the request asked for timings. The first sentence is synthesized before this
-    returns, so an engine error (not ready, bad voice...) is a proper HTTP error, not a truncated 200."""
+    each sentence's audio when the request asked for timings. The first audio (a sentence, or the first piece
+    of one from an engine that streams inside sentences) is synthesized before this returns, so an engine
+    error (not ready, bad voice...) is a proper HTTP error, not a truncated 200.
+
+    Past `max_seconds` of audio the stream ends cleanly at the last chunk within the cap (the file stays
+    valid); with SSE an `error` event before `speech.audio.done` says why."""
     encoder = StreamEncoder(fmt, synth.sample_rate)
-    chunks = stream_speech(synth, request, metrics)
+    chunks = stream_speech(synth, request, metrics, max_seconds)
     try:
         first = await anext(chunks, None)
     except BaseException:
@@ -122,7 +131,12 @@ async def audio_stream(
     return _as_sse(pieces) if sse else _audio_only(pieces)
 
 
-async def _audio_only(pieces: AsyncIterator[tuple[SynthesisChunk | None, bytes]]) -> AsyncIterator[bytes]:
+# What `_drive` yields: (chunk, b"") when a chunk (a sentence or a piece of one) begins, (None, bytes) of
+# encoded audio, and (APIError, b"") when the audio cap stopped the stream early.
+Piece = tuple[SynthesisChunk | APIError | None, bytes]
+
+
+async def _audio_only(pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
     async with contextlib.aclosing(pieces):  # type: ignore[type-var]
         async for chunk, data in pieces:
             if chunk is None:
@@ -133,12 +147,15 @@ def _event(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _as_sse(pieces: AsyncIterator[tuple[SynthesisChunk | None, bytes]]) -> AsyncIterator[bytes]:
+async def _as_sse(pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
     offset = 0.0
     async with contextlib.aclosing(pieces):  # type: ignore[type-var]
         async for chunk, data in pieces:
             if chunk is None:
                 yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
+                continue
+            if isinstance(chunk, APIError):
+                yield _event({"type": "error", **chunk.body()})
                 continue
             if chunk.words:
                 yield _event({"type": "speech.words", "words": word_timeline([chunk], offset)})
@@ -153,27 +170,34 @@ async def _drive(
     chunks: AsyncIterator[SynthesisChunk],
     first: SynthesisChunk,
     metrics: Metrics | None,
-) -> AsyncIterator[tuple[SynthesisChunk | None, bytes]]:
-    """(chunk, b"") when a sentence begins, then (None, encoded bytes) as they come."""
+) -> AsyncIterator[Piece]:
+    """(chunk, b"") when a chunk begins, then (None, encoded bytes) as they come."""
     gauge = metrics.active_streams.labels(kind=STREAM_GAUGE_KIND) if metrics is not None else None
     if gauge is not None:
         gauge.inc()
     try:
+        stopped: APIError | None = None
         async with contextlib.aclosing(chunks):  # type: ignore[type-var]
             chunk: SynthesisChunk | None = first
             step = int(ENCODE_SLICE_S * chunk.sample_rate) * 2  # bytes, whole samples
             while chunk is not None:
                 yield chunk, b""
-                # A sentence is encoded in slices so its first bytes leave before the whole of it is encoded:
+                # A chunk is encoded in slices so its first bytes leave before the whole of it is encoded:
                 # time to first audio stays that of pcm.
                 for i in range(0, len(chunk.pcm), step):
                     data = await asyncio.to_thread(encoder.write, chunk.pcm[i : i + step])
                     if data:
                         yield None, data
-                chunk = await anext(chunks, None)
+                try:
+                    chunk = await anext(chunks, None)
+                except SpeechTooLongError as exc:
+                    stopped = exc  # the audio cap: what was sent so far ends as a whole file
+                    chunk = None
         tail = await asyncio.to_thread(encoder.finish)
         if tail:
             yield None, tail
+        if stopped is not None:
+            yield stopped, b""
     finally:
         # A client that hangs up ends here too (the response closes this generator): synthesis stops.
         encoder.close()

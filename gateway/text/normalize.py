@@ -7,6 +7,11 @@ text.
 
 Rules are regexes with a priority: at each position the leftmost match wins, ties go to the earlier rule, and
 matches never overlap. Readings are American English ("one hundred five", "three p m", "May twenty first").
+
+Every rule runs in linear time on any text (tests/gateway/test_hostile_text.py): a pattern that may scan a
+long run of characters starts only where that run starts (a lookbehind), so "1." * 25_000 is not rescanned
+from each of its 50,000 positions, and handlers look at a bounded window of text around their match, never
+at "the rest" of the text.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from num2words import num2words
 
@@ -33,6 +39,13 @@ def _clean(words: str) -> str:
     return re.sub(r"\s+", " ", words).strip()
 
 
+@lru_cache(maxsize=4096)
+def _words(n: int, to: str) -> str:
+    # num2words takes ~150 us a number: a text of thousands of repeated numbers ("2024-" * 10_000) spent
+    # seconds of CPU on the same few readings.
+    return _clean(num2words(n, to=to))
+
+
 def digits(s: str) -> str:
     return " ".join(_DIGITS[int(c)] for c in s if c.isdigit())
 
@@ -46,20 +59,29 @@ def cardinal(token: str) -> str:
     if (len(whole) > 1 and whole.startswith("0")) or len(whole) > 15:
         spoken = digits(whole)  # "007", card or account numbers: read digit by digit
     else:
-        spoken = _clean(num2words(int(whole or "0")))
+        spoken = _words(int(whole or "0"), "cardinal")
     if frac:
         spoken += " point " + digits(frac)
     return ("minus " if negative else "") + spoken
 
 
 def ordinal(n: int) -> str:
-    return _clean(num2words(n, to="ordinal"))
+    return _words(n, "ordinal")
+
+
+def ordinal_token(token: str) -> str:
+    """'21' -> 'twenty first'. A number too long to say as one (num2words overflows past 10**66, and int()
+    refuses 4,300 digits) is read digit by digit with an ordinal ending: '...999th' -> '... nine ninth'."""
+    if len(token) <= 15 and not (len(token) > 1 and token.startswith("0")):
+        return ordinal(int(token))
+    tail = 2 if token[-2] == "1" else 1  # "...11th" ends "eleventh", "...21st" ends "one first"
+    return f"{digits(token[:-tail])} {ordinal(int(token[-tail:]))}"
 
 
 def year(n: int) -> str:
     if 2000 <= n <= 2009:
         return cardinal(str(n))  # "two thousand five", not num2words' "two thousand and five"
-    return _clean(num2words(n, to="year"))
+    return _words(n, "year")
 
 
 def _plural_word(words: str) -> str:
@@ -308,13 +330,17 @@ _TLD = r"(?:com|org|net|io|dev|ai|edu|gov|app|co\.uk|uk|de|fr|eu|us|ca|info|biz)
 # -- handlers ----------------------------------------------------------------------------------------
 
 
+_NON_SPACE = re.compile(r"\S")
+
+
 def _keeps_sentence_end(match: re.Match[str], text: str) -> bool:
     """A rewritten token that swallowed the sentence's final dot ('... at 5 p.m. Then') gives it back."""
     if not match.group().endswith("."):
         return False
-    rest = text[match.end() :]
-    stripped = rest.lstrip()
-    return not stripped or (stripped[0].isupper() and rest[:1].isspace()) or rest.startswith("\n")
+    end = match.end()
+    # Searched, not sliced: copying the rest of the text for each of thousands of "etc." is quadratic.
+    after = _NON_SPACE.search(text, end)
+    return after is None or (after.group().isupper() and after.start() > end) or text.startswith("\n", end)
 
 
 def _spell_token(part: str) -> str:
@@ -340,12 +366,12 @@ def _speak_address(s: str) -> str:
 
 
 def _url(m: re.Match[str], text: str) -> str:
-    s = re.sub(r"^[a-zA-Z]+://", "", m.group()).rstrip("/")
+    s = re.sub(r"^[a-zA-Z]+://", "", m.group("token" if "token" in m.re.groupindex else 0)).rstrip("/")
     return _speak_address(s)
 
 
 def _email(m: re.Match[str], text: str) -> str:
-    return _speak_address(m.group())
+    return _speak_address(m.group("token"))
 
 
 def _phone(m: re.Match[str], text: str) -> str:
@@ -361,8 +387,9 @@ def _money(amount: str, cur: str, scale: str | None, negative: bool) -> str:
     whole, _, frac = amount.replace(",", "").partition(".")
     if len(frac) == 2:
         parts = []
-        if int(whole or "0"):
-            parts.append(f"{cardinal(whole)} {one if int(whole) == 1 else many}")
+        significant = whole.lstrip("0")  # compared as text: int() refuses 4,300 digits
+        if significant:
+            parts.append(f"{cardinal(whole)} {one if significant == '1' else many}")
         if int(frac):
             parts.append(f"{cardinal(str(int(frac)))} {sub_one if int(frac) == 1 else sub_many}")
         return sign + (" and ".join(parts) if parts else f"zero {many}")
@@ -464,7 +491,7 @@ def _unit(m: re.Match[str], text: str) -> str:
 
 
 def _ordinal(m: re.Match[str], text: str) -> str:
-    return ordinal(int(m.group(1)))
+    return ordinal_token(m.group(1))
 
 
 def _decade(m: re.Match[str], text: str) -> str:
@@ -542,16 +569,33 @@ class Rule:
     name: str
     pattern: re.Pattern[str]
     handler: Handler
+    group: int | str = 0  # the part of the match that is rewritten (the rest is context)
 
 
-def _rule(name: str, pattern: str, handler: Handler, flags: int = 0) -> Rule:
-    return Rule(name, re.compile(pattern, flags), handler)
+def _rule(name: str, pattern: str, handler: Handler, group: int | str = 0) -> Rule:
+    return Rule(name, re.compile(pattern), handler, group)
 
 
 RULES: tuple[Rule, ...] = (
-    _rule("url", r"\b(?:[a-zA-Z][a-zA-Z+.-]*://|www\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]]", _url),
-    _rule("email", r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b", _email),
-    _rule("domain", rf"\b(?:[A-Za-z0-9-]+\.)+{_TLD}\b(?:/[^\s<>\"']*[^\s<>\"'.,;:!?)\]])?", _url),
+    # A scheme is short: bounded, "a.a.a.a..." is not rescanned up to a "://" from each of its letters.
+    _rule("url", r"\b(?:[a-zA-Z][a-zA-Z+.-]{0,31}://|www\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]]", _url),
+    # The local part is matched from the start of its run (leading "." "+" "-" are context, not spoken),
+    # possessively: the run is read once whether or not an "@" ends it ("1." * 25_000 was quadratic).
+    _rule(
+        "email",
+        r"(?<![\w.+-])[.+-]*+(?P<token>\w[\w.+-]*+@[\w-]++(?:\.[\w-]++)*\.[A-Za-z]{2,}\b)",
+        _email,
+        group="token",
+    ),
+    # Starts only where a chain of labels starts (not after "x." nor inside "a-b"; leading hyphens are
+    # context): each chain is read once.
+    _rule(
+        "domain",
+        rf"(?<![A-Za-z0-9-])(?<![A-Za-z0-9-]\.)-*+\b(?P<token>(?:[A-Za-z0-9-]++\.)+{_TLD}\b"
+        r"(?:/[^\s<>\"']*[^\s<>\"'.,;:!?)\]])?)",
+        _url,
+        group="token",
+    ),
     _rule(
         "phone",
         r"(?<![\w-])(?:\+?1[\s.-])?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w-])|(?<![\w-])\d{3}-\d{4}(?![\w-])",
@@ -619,20 +663,21 @@ def normalize(text: str) -> NormalizedText:
     candidates: list[tuple[int, int, int, re.Match[str], Rule]] = []
     for priority, rule in enumerate(RULES):
         for m in rule.pattern.finditer(text):
-            if m.end() > m.start():
-                candidates.append((m.start(), priority, -m.end(), m, rule))
+            start, end = m.span(rule.group)
+            if end > start:
+                candidates.append((start, priority, -end, m, rule))
     candidates.sort(key=lambda c: (c[0], c[1], c[2]))
     out = Builder(text)
     pos = 0
-    for start, _, _, m, rule in candidates:
+    for start, _, neg_end, m, rule in candidates:
         if start < pos:
             continue
         spoken = rule.handler(m, text)
         if spoken is None:
             continue  # the rule declined: the text stays for a later rule or verbatim
         out.verbatim(pos, start)
-        out.replace(start, m.end(), spoken)
-        pos = m.end()
+        out.replace(start, -neg_end, spoken)
+        pos = -neg_end
     out.verbatim(pos, len(text))
     return out.build()
 

@@ -7,6 +7,10 @@ with word timings when the engine gives them. Cutting at `audio_end_ms` keeps wh
 before it, then within the sentence being played the words at least half heard (by word timing, or, without
 it, by the word's position in the sentence scaled to the sentence's audio); everything after is dropped,
 so the next response never sees words the user did not hear.
+
+Memory is bounded twice: the store holds at most `max_bytes` of item text (what a client creates beyond it is
+refused; the session's own items make room by dropping the oldest), and the history handed to the model is
+cut to its budget, the newest message included.
 """
 
 from __future__ import annotations
@@ -140,6 +144,12 @@ class Item:
     def text(self) -> str:
         return " ".join(t for t in (p.as_text().strip() for p in self.content) if t)
 
+    def size_bytes(self) -> int:
+        """UTF-8 bytes of the item's text and transcripts (what a session keeps of it; audio is not kept)."""
+        return sum(
+            len(t.encode("utf-8", "surrogatepass")) for p in self.content for t in (p.text, p.transcript) if t
+        )
+
     def wire(self, beta: bool = False) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -236,11 +246,40 @@ def item_from_param(param: ItemParam) -> Item:
     return Item(item_id, param.role, parts, status="completed")
 
 
-class ItemStore:
-    """Ordered items by id. Bounded: past `max_items` the oldest go first (OpenAI's "truncation: auto")."""
+def _tail(text: str, room: int) -> str:
+    """The last `room` characters of `text`, from the start of a word when one begins there."""
+    cut = len(text) - room
+    space = text.find(" ", cut, cut + 64)
+    return text[space + 1 :] if space != -1 and space + 1 < len(text) else text[cut:]
 
-    def __init__(self, max_items: int = 512) -> None:
+
+def fit_history(messages: list[ChatMessage], budget_chars: int | None) -> list[ChatMessage]:
+    """The newest messages that fit `budget_chars`, in order. The newest one is kept even when it alone is
+    over the budget, cut to its last `budget_chars` characters (its most recent words): a 1.7 M-token item
+    handed to a 2,048-token model is an error, not an answer."""
+    if budget_chars is None:
+        return messages
+    out: list[ChatMessage] = []
+    used = 0
+    for message in reversed(messages):
+        text = message.content
+        if used + len(text) > budget_chars:
+            if out or budget_chars <= 0:
+                break
+            text = _tail(text, budget_chars)
+        used += len(text)
+        out.append(message if text is message.content else ChatMessage(message.role, text))
+    out.reverse()
+    return out
+
+
+class ItemStore:
+    """Ordered items by id. Bounded: past `max_items` the oldest go first (OpenAI's "truncation: auto"), and
+    the items' text stays within `max_bytes` (see `add`)."""
+
+    def __init__(self, max_items: int = 512, max_bytes: int | None = None) -> None:
         self.max_items = max_items
+        self.max_bytes = max_bytes
         self._items: list[Item] = []
 
     def __len__(self) -> int:
@@ -262,12 +301,35 @@ class ItemStore:
                 return item
         raise RealtimeError("item_not_found", f"Item with item_id {item_id!r} not found.", param=param)
 
-    def add(self, item: Item, previous_item_id: str | None = None) -> str | None:
-        """Insert after `previous_item_id` ("root": first; None: last). Returns the id now before it."""
+    def size_bytes(self) -> int:
+        return sum(i.size_bytes() for i in self._items)
+
+    def check_room(self, item: Item) -> Item:
+        """Refuse an item whose text would take the conversation past `max_bytes`; the session goes on."""
+        if self.max_bytes is None:
+            return item
+        size = item.size_bytes()
+        used = self.size_bytes()
+        if used + size > self.max_bytes:
+            raise RealtimeError(
+                "conversation_too_large",
+                f"This item holds {size} bytes of text and the conversation {used}; a session keeps at most "
+                f"{self.max_bytes} (REALTIME_MAX_CONVERSATION_BYTES). Delete items to make room.",
+                param="item",
+            )
+        return item
+
+    def add(self, item: Item, previous_item_id: str | None = None, *, make_room: bool = False) -> str | None:
+        """Insert after `previous_item_id` ("root": first; None: last). Returns the id now before it.
+
+        Past `max_bytes` a client's item is refused (`check_room`); with `make_room` (the session's own
+        items: committed audio, responses) the oldest other items are dropped instead."""
         if item.id in self:
             raise RealtimeError(
                 "duplicate_item_id", f"Item with id {item.id!r} already exists.", param="item.id"
             )
+        if not make_room:
+            self.check_room(item)
         if previous_item_id is None:
             index = len(self._items)
         elif previous_item_id == "root":
@@ -276,8 +338,14 @@ class ItemStore:
             index = self._items.index(self.get(previous_item_id, "previous_item_id")) + 1
         self._items.insert(index, item)
         before = self._items[index - 1].id if index > 0 else None
-        while len(self._items) > self.max_items:
-            self._items.pop(0)
+
+        def over() -> bool:
+            return len(self._items) > self.max_items or (
+                self.max_bytes is not None and len(self._items) > 1 and self.size_bytes() > self.max_bytes
+            )
+
+        while over():
+            self._items.remove(next(i for i in self._items if i is not item))
         return before
 
     def delete(self, item_id: str) -> Item:
@@ -286,16 +354,6 @@ class ItemStore:
         return item
 
     def messages(self, budget_chars: int | None = None) -> list[ChatMessage]:
-        """The history for the engine, newest kept first when over `budget_chars`."""
-        out: list[ChatMessage] = []
-        used = 0
-        for item in reversed(self._items):
-            text = item.text()
-            if not text or item.status == "in_progress":
-                continue
-            if budget_chars is not None and out and used + len(text) > budget_chars:
-                break
-            used += len(text)
-            out.append(ChatMessage(item.role, text))
-        out.reverse()
-        return out
+        """The history for the engine: the newest messages within `budget_chars` (`fit_history`)."""
+        texts = ((item, item.text()) for item in self._items if item.status != "in_progress")
+        return fit_history([ChatMessage(item.role, text) for item, text in texts if text], budget_chars)
