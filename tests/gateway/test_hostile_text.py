@@ -102,6 +102,16 @@ def test_text_processing_time_grows_linearly(unit: str) -> None:
         assert ratio < 8, f"{name} on {unit!r}: 4x the text took {ratio:.1f}x the time ({seconds:.4f} s)"
 
 
+@pytest.mark.parametrize("unit", ["[", "[a](", "[a](b", "*_", "`"])
+def test_model_output_markup_stripping_grows_linearly(unit: str) -> None:
+    """The voice pipeline strips markdown from what the model says before speaking it: model output is
+    untrusted text too (a reply of "[" * n was quadratic)."""
+    from gateway.sessions.voice.chunker import speakable
+
+    ratio, seconds = _growth(speakable, unit, 2500)
+    assert ratio < 8, f"markup stripping on {unit!r}: 4x the text took {ratio:.1f}x the time ({seconds:.4f} s)"
+
+
 def test_every_shape_at_the_text_limit_is_processed_quickly() -> None:
     for unit in SHAPES:
         text = _text(unit, 50_000)

@@ -7,7 +7,9 @@ import re
 from gateway.audio.text import split_sentences
 
 # Markup a chat model may emit that must not be read aloud (or that the TTS would spell out).
-_MARKUP = re.compile(r"[*_#`~>|]+|\[(?:[^\]]*)\]\([^)]*\)")
+# A link's text and target stop at the next bracket of their kind, so every match attempt scans at most to the
+# next "[" or "(": linear on hostile model output such as a long run of "[" (issue 18).
+_MARKUP = re.compile(r"[*_#`~>|]+|\[[^\[\]]*\]\([^()]*\)")
 
 
 # A clause boundary: the punctuation must be followed by a space ("1,000" and "3:30" are not boundaries).
