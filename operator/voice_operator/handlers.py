@@ -8,7 +8,7 @@ import itertools
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -49,8 +49,11 @@ def _post_phase_event(vg: dict[str, Any], old: str, new: str, message: str) -> N
     """A Kubernetes Event per phase change, so `kubectl describe vgw` tells the story."""
     kind = "Warning" if new in ("Degraded", "Invalid") else "Normal"
     # outside kopf's operator context there is no event queue (LookupError): nothing to post to
+    # kopf.event wants a Body view; an object read from the API is a RawBody, which mypy cannot infer
+    # from dict[str, Any] (TypedDicts accept only literal keys)
+    body = kopf.Body(cast(kopf.RawBody, vg))
     with contextlib.suppress(LookupError):
-        kopf.event(vg, type=kind, reason=new, message=f"{old or 'new'} -> {new}: {message}"[:1000])
+        kopf.event(body, type=kind, reason=new, message=f"{old or 'new'} -> {new}: {message}"[:1000])
 
 
 def reconciler() -> Reconciler:
@@ -138,7 +141,7 @@ async def drift(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def vg_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+async def vg_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     deleted = event.get("type") == "DELETED"
     reconciler().seen_vg(dict(body), deleted=deleted)
     if deleted:
@@ -161,7 +164,7 @@ def _owner(body: kopf.Body) -> tuple[str, str] | None:
     return None
 
 
-async def _child_event(event: dict[str, Any], body: kopf.Body, status_only: bool) -> None:
+async def _child_event(event: kopf.RawEvent, body: kopf.Body, status_only: bool) -> None:
     owner = _owner(body)
     if owner is None:
         return
@@ -190,18 +193,18 @@ async def _child_event(event: dict[str, Any], body: kopf.Body, status_only: bool
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_FILTER)
-async def deployment_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+async def deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     # status follows the Deployments' own status (ready replicas, progress deadline)
     await _child_event(event, body, status_only=True)
 
 
 @kopf.on.event("", "v1", "services", labels=CHILD_FILTER)
-async def service_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+async def service_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     await _child_event(event, body, status_only=False)
 
 
 @kopf.on.event("", "v1", "configmaps", labels=CHILD_FILTER)
-async def configmap_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+async def configmap_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     await _child_event(event, body, status_only=False)
 
 

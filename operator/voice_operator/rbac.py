@@ -50,8 +50,8 @@ def namespaced_rules() -> list[Rule]:
         if k.watched:
             verbs.append("watch")
         by_group[(k.group, tuple(verbs))].append(k.plural)
-    for (group, verbs), plurals in by_group.items():
-        rules.append({"apiGroups": [group], "resources": sorted(plurals), "verbs": list(verbs)})
+    for (group, group_verbs), plurals in by_group.items():
+        rules.append({"apiGroups": [group], "resources": sorted(plurals), "verbs": list(group_verbs)})
     return rules
 
 

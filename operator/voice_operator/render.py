@@ -244,7 +244,9 @@ def _model_server(c: _Ctx, component: str, voices_cm: Obj | None, deploy_cm: Obj
         limits[gpu["resourceName"]] = str(gpu["count"])
         if component == "tts":
             env["SPEAKER_SAMPLES_DIR"] = "/tmp/speakers"
-        vols.append({"name": "deploy-config", "configMap": {"name": deploy_cm["metadata"]["name"]}})  # type: ignore[index]
+        if deploy_cm is None:
+            raise ValueError(f"{component}: a GPU model server needs its deploy-config ConfigMap")
+        vols.append({"name": "deploy-config", "configMap": {"name": deploy_cm["metadata"]["name"]}})
         mounts.append({"name": "deploy-config", "mountPath": DEPLOY_CONFIG_DIR, "readOnly": True})
         tolerations = [{"key": gpu["resourceName"], "operator": "Exists", "effect": "NoSchedule"}]
         startup_periods = d.STARTUP_BUDGET_SECONDS // 10
