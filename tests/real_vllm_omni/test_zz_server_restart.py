@@ -46,7 +46,11 @@ async def test_killed_mid_stream_is_a_clear_error_and_recovery_follows(
         r = await http.post(real_gateway.url + "/read", json={"text": "Hello."})
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"].startswith("backend_")
-        assert (await http.get(real_gateway.url + "/health")).status_code == 503
+        # /health follows the backend poller (BACKEND_POLL_INTERVAL=1 here): 503 within a few polls.
+        deadline = time.monotonic() + 15
+        while (await http.get(real_gateway.url + "/health")).status_code != 503:
+            assert time.monotonic() < deadline, "/health still 200 with the TTS server dead"
+            await asyncio.sleep(0.5)
 
     # The server comes back on the same address, as a Kubernetes restart would bring it.
     again = RealVllmOmni(tts.spec, port=tts.port).start()
