@@ -7,7 +7,13 @@ answered (the session is still working); a message known to be bad must have dra
 a close must be clean (1000, 1001, 1008, 1009, 1013 with a reason), never 1011 or a dropped connection;
 an `internal_error` event is a finding too. At the end the gateway must still answer /health.
 
-    python bench/fuzz_ws.py [--cases 4000] [--time-limit 600] [--url http://127.0.0.1:8004]
+    python bench/fuzz_ws.py [--cases 4000] [--time-limit 600] [--url http://127.0.0.1:8004] [--stuck 4]
+
+Then hostile transports (issue 18), on plain sockets (bench/hostile_clients.py): `--stuck` readers start a
+long /read/stream and never read a byte (their socket receive buffers shrunk to the minimum); meanwhile
+a normal session must stream, each stuck socket must be aborted within WS_SEND_TIMEOUT_SECONDS (+ the idle
+close and a margin) and its slot come back; and WebSocket handshakes sent a byte at a time must be closed
+within HTTP_HEADER_TIMEOUT_SECONDS. `--stuck 0` skips them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,6 +38,13 @@ from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.hostile_clients import (
+    open_socket,
+    stuck_reader,
+    wait_buffered,
+    wait_closed_by_server,
+    wait_reset_by_server,
+)
 from tests.support import ServerProcess
 
 CLEAN_CLOSES = {1000, 1001, 1008, 1009, 1013}
@@ -396,7 +410,138 @@ def report(result: WsFuzzResult) -> None:
 
 
 def server_env() -> dict[str, str]:
-    return {"WS_MAX_MESSAGE_BYTES": str(WS_MAX_BYTES), "LOG_LEVEL": "warning", "MAX_STREAMS": "0"}
+    return {
+        "WS_MAX_MESSAGE_BYTES": str(WS_MAX_BYTES),
+        "LOG_LEVEL": "warning",
+        "MAX_STREAMS": "0",
+        "WS_SEND_TIMEOUT_SECONDS": "5",
+        "HTTP_HEADER_TIMEOUT_SECONDS": "3",
+    }
+
+
+# -- hostile transports ------------------------------------------------------------------------------------
+
+LONG_TEXT = "A listener who never reads must not hold the gateway hostage. " * 300
+
+
+@dataclass
+class TransportResult:
+    checks: collections.Counter[str] = field(default_factory=collections.Counter)
+    findings: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _gauges(base_url: str, headers: dict[str, str]) -> dict[str, float]:
+    text = httpx.get(base_url + "/metrics", headers=headers, timeout=30).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(("voice_gateway_stream_slots_in_use", "voice_gateway_websocket_connections")):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+async def _streams(url: str, headers: dict[str, str]) -> int:
+    """A normal listener: start a short text, count the audio bytes until `complete`."""
+    async with connect(url + "/read/stream", additional_headers=headers, open_timeout=30) as ws:
+        await ws.send(json.dumps({"type": "start", "text": "Others are still served."}))
+        audio = 0
+        while True:
+            message = await asyncio.wait_for(ws.recv(), ANSWER_TIMEOUT)
+            if isinstance(message, bytes):
+                audio += len(message)
+            elif json.loads(message)["type"] in ("complete", "error"):
+                return audio
+
+
+def transport_fuzz(base_url: str, stuck: int = 4, headers: dict[str, str] | None = None) -> TransportResult:
+    """Stuck readers and slow handshakes. Timeouts an older gateway does not report are assumed at their
+    defaults, so the same run measures a gateway without the protections."""
+    headers = headers or {}
+    port = urlsplit(base_url).port or 80
+    cfg = httpx.get(base_url + "/config", headers=headers, timeout=30).json()["config"]
+    send_s = float(cfg.get("WS_SEND_TIMEOUT_SECONDS", 20))
+    idle_s = float(cfg.get("WS_IDLE_TIMEOUT_SECONDS", 300)) or 300.0
+    head_s = float(cfg.get("HTTP_HEADER_TIMEOUT_SECONDS", 10))
+    ws_url = base_url.replace("http", "ws", 1)
+    result = TransportResult()
+    start = time.monotonic()
+    before = _gauges(base_url, headers)
+    sockets = []
+    try:
+        for _ in range(stuck):
+            sock = stuck_reader(port, LONG_TEXT, headers)
+            sockets.append(sock)
+            if not wait_buffered(sock, 3000, 60):
+                result.findings.append("stuck reader: its stream never started")
+        result.checks["stuck reader"] += stuck
+        t0 = time.monotonic()
+        audio = asyncio.run(_streams(ws_url, headers))
+        result.checks["served beside stuck readers"] += 1
+        if audio <= 0:
+            result.findings.append("a normal session got no audio while readers were stuck")
+        result.figures.append(f"a normal session beside {stuck} stuck readers: {audio} audio bytes")
+        bound = min(send_s, idle_s) + 5 + 10
+        closed = [wait_reset_by_server(sock, max(1.0, bound - (time.monotonic() - t0))) for sock in sockets]
+        took = time.monotonic() - t0
+        if not all(closed):
+            result.findings.append(
+                f"stuck reader: {closed.count(False)}/{stuck} sockets still open after {took:.1f} s"
+            )
+        result.figures.append(f"{stuck} stuck readers -> {closed.count(True)} cut after {took:.1f} s")
+    finally:
+        for sock in sockets:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while _gauges(base_url, headers) != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if (after := _gauges(base_url, headers)) != before:
+        result.findings.append(f"stream gauges not back: {before} -> {after}")
+
+    # A WebSocket handshake a byte at a time is a slow request head like any other.
+    for _ in range(2):
+        upgrade = (
+            f"GET /read/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        ).encode()
+        sock = open_socket(port, timeout=head_s + 10)
+        t0 = time.monotonic()
+        try:
+            for byte in upgrade:
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    break
+                time.sleep(0.2)
+                if time.monotonic() - t0 > head_s + 5:
+                    break
+            closed_in_time = wait_closed_by_server(sock, max(0.5, head_s + 5 - (time.monotonic() - t0)))
+        finally:
+            sock.close()
+        took = time.monotonic() - t0
+        result.checks["slow handshake"] += 1
+        if not closed_in_time or took > head_s + 3:
+            result.findings.append(
+                f"slow handshake: still open after {took:.1f} s (head timeout {head_s:g} s)"
+            )
+        result.figures.append(f"slow handshake -> closed after {took:.1f} s")
+    result.seconds = time.monotonic() - start
+    if httpx.get(base_url + "/health", headers=headers, timeout=30).status_code != 200:
+        result.findings.append("gateway /health not 200 after the hostile transports")
+    return result
+
+
+def report_transport(result: TransportResult) -> None:
+    print(f"hostile transports: {sum(result.checks.values())} clients in {result.seconds:.1f} s")
+    for check, n in sorted(result.checks.items()):
+        print(f"  {n:6d}  {check}")
+    for figure in result.figures:
+        print("  ", figure)
+    print(f"findings: {len(result.findings)}")
+    for finding in result.findings[:20]:
+        print("  FINDING", finding)
 
 
 def main() -> int:
@@ -407,6 +552,7 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--url", default=None, help="fuzz a running gateway instead of starting one")
+    parser.add_argument("--stuck", type=int, default=4, help="readers that never read (0: no transports)")
     args = parser.parse_args()
     server = None
     url = args.url
@@ -414,14 +560,20 @@ def main() -> int:
         server = ServerProcess("serve", env=server_env())
         server.wait_ready()
         url = server.url
+    transport = TransportResult()
     try:
-        result = asyncio.run(fuzz(url, args.cases, args.time_limit, args.seed))
+        result = (
+            asyncio.run(fuzz(url, args.cases, args.time_limit, args.seed)) if args.cases else WsFuzzResult()
+        )
         report(result)
+        if args.stuck and urlsplit(url).hostname in ("127.0.0.1", "localhost"):
+            transport = transport_fuzz(url, args.stuck)
+            report_transport(transport)
         crashed = server is not None and server.proc.poll() is not None
     finally:
         if server is not None:
             server.stop()
-    ok = not result.findings and not crashed
+    ok = not result.findings and not transport.findings and not crashed
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

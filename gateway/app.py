@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.engines.registry import Engines, build_engines
 from gateway.errors import APIError, install_error_handlers
 from gateway.gpu import GpuMonitor
 from gateway.metrics import HTTPMetricsMiddleware, Metrics
+from gateway.request_body import MULTIPART_OVERHEAD
 from gateway.routers import health, openai_compat, read_stream, speech, transcribe, web
 from gateway.routers import metrics as metrics_router
 from gateway.routers import realtime as realtime_router
@@ -26,12 +27,10 @@ from gateway.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-# Multipart framing around an upload; the limit applies to the audio itself.
-_MULTIPART_OVERHEAD = 64 * 1024
-
 
 class BodySizeLimit:
-    """Refuse a declared Content-Length over the limit before reading a byte of it."""
+    """Refuse a declared Content-Length over the limit before reading a byte of it (and before the key
+    check). Bodies without one (chunked) are counted as they arrive by the guard in gateway/limits.py."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -53,11 +52,37 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
+class HeadAsGet:
+    """HEAD answers like GET without the body (RFC 9110 9.3.2): FastAPI registers GET routes for GET only,
+    which made HEAD /health a 405. The route sees a GET; only the body is dropped on the way out."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        # A copy: the server reads the method from its own scope to know that no body may follow.
+        inner = {**scope, "method": "GET"}
+        try:
+            await self.app(inner, receive, headers_only)
+        finally:
+            for key, value in inner.items():  # what routing added (the route, for the metrics' label)
+                scope.setdefault(key, value)
+
+
 def create_app(settings: Settings | None = None, engines: Engines | None = None) -> FastAPI:
     settings = settings or get_settings()
     engines = engines or build_engines(settings)
     metrics = Metrics()
-    for collector in getattr(engines, "collectors", ()):
+    for collector in engines.collectors:
         metrics.registry.register(collector)
 
     @contextlib.asynccontextmanager
@@ -88,8 +113,9 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
         app.include_router(module.router)
     app.include_router(realtime_router.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    app.add_middleware(HeadAsGet)  # innermost: the access log and metrics still say HEAD
     install_inner(app, settings)  # API keys, stream limits: innermost, see gateway/security
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
     install_outer(app, settings)  # request ids + JSON access log, CORS: outermost
     return app

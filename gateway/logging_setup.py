@@ -34,12 +34,28 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "taskName",
 }
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-# uvicorn logs WebSocket handshakes with their query string, where browsers put the key.
-_KEY_IN_QUERY = re.compile(r"((?:api_key|access_token)=)[^&\s\"']*")
+# Every place a key travels, as it shows up in a log line: uvicorn logs WebSocket handshakes with their
+# query string (where browsers put the key); at LOG_LEVEL=debug the websockets library logs each handshake
+# header ("< Authorization: Bearer …", "< Sec-WebSocket-Protocol: voice-gateway, bearer.…") and its
+# response ("> Sec-WebSocket-Protocol: bearer.…" when only the key was offered). Redacting the formatted
+# line catches all of them whatever the logger and level, and whatever the argument layout.
+_SECRETS = (
+    (re.compile(r"((?:api_key|access_token)=)[^&\s\"']*"), r"\1***"),
+    # Header lines and ASGI header tuples: "Authorization: …", "x-api-key=…", (b'authorization', b'…').
+    (
+        re.compile(r"(?i)((?:proxy-)?authorization|x-api-key)(['\"]?\s*[:=,]\s*(?:b?['\"])?)[^\r\n'\"]*"),
+        r"\1\2***",
+    ),
+    (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;]+"), r"\1\2***"),
+    # Subprotocols that carry a key (gateway/security/auth.py AUTH_SUBPROTOCOL_PREFIXES).
+    (re.compile(r"(?i)\b(bearer|openai-insecure-api-key)\.[^\s'\",;\])]+"), r"\1.***"),
+)
 
 
 def redact(message: str) -> str:
-    return _KEY_IN_QUERY.sub(r"\1***", message)
+    for pattern, replacement in _SECRETS:
+        message = pattern.sub(replacement, message)
+    return message
 
 
 def bind(**fields: Any) -> None:
@@ -64,7 +80,7 @@ class JSONFormatter(logging.Formatter):
             if key not in _RESERVED and not key.startswith("_"):
                 out[key] = value
         if record.exc_info:
-            out["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            out["exc"] = redact("".join(traceback.format_exception(*record.exc_info)).rstrip())
         return json.dumps(out, default=str, ensure_ascii=False)
 
 

@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
 
     # Engine selection: "embedded" runs CPU models in-process; "vllm-omni" fronts the model servers over HTTP.
-    voice_engine: Literal["embedded", "vllm-omni"] = Field("embedded", alias="VOICE_ENGINE")
+    voice_engine: str = Field("embedded", alias="VOICE_ENGINE")  # a name in engines/registry.py ENGINE_SETS
 
     # The seed's variables.
     omni_service_url: str = Field("http://omni-service:8000", alias="OMNI_SERVICE_URL")
@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(50_000, ge=1, alias="MAX_TEXT_CHARS")
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, alias="MAX_UPLOAD_BYTES")
     max_audio_seconds: float = Field(600.0, gt=0, alias="MAX_AUDIO_SECONDS")
+    # Issue 18: a short text can ask for hours of audio ("9" * 10_000 reads for 46 minutes). Half an hour
+    # is a long chapter read aloud; WS /read/stream is paced by its listener and not capped.
+    max_speech_seconds: float = Field(1800.0, gt=0, alias="MAX_SPEECH_SECONDS")
+    # Issue 18: the text of a Realtime conversation's items (60 items of 8 MB held 520 MB in one session).
+    realtime_max_conversation_bytes: int = Field(
+        1024 * 1024, ge=1024, alias="REALTIME_MAX_CONVERSATION_BYTES"
+    )
 
     # Embedded engine tuning. Zero noise makes Piper deterministic (byte-identical audio for equal input).
     piper_noise_scale: float = Field(0.0, ge=0, le=2, alias="PIPER_NOISE_SCALE")
@@ -88,6 +95,20 @@ class Settings(BaseSettings):
     cors_allow_origins: str = Field("", alias="CORS_ALLOW_ORIGINS")
     log_format: Literal["json", "text"] = Field("json", alias="LOG_FORMAT")
     shutdown_grace_seconds: float = Field(100.0, ge=0, alias="SHUTDOWN_GRACE_SECONDS")
+    # Hostile transports (issue 18): a client that stops reading, or sends slowly, holds nothing for long.
+    ws_send_timeout_seconds: float = Field(20.0, ge=0, alias="WS_SEND_TIMEOUT_SECONDS")
+    http_header_timeout_seconds: float = Field(10.0, ge=0, alias="HTTP_HEADER_TIMEOUT_SECONDS")
+    http_body_timeout_seconds: float = Field(60.0, ge=0, alias="HTTP_BODY_TIMEOUT_SECONDS")
+    http_keepalive_timeout_seconds: int = Field(5, ge=1, alias="HTTP_KEEPALIVE_TIMEOUT_SECONDS")
+
+    @field_validator("voice_engine")
+    @classmethod
+    def _engine_set(cls, value: str) -> str:
+        from gateway.engines.registry import ENGINE_SETS  # the registry imports this module
+
+        if value not in ENGINE_SETS:
+            raise ValueError("must be one of: " + ", ".join(ENGINE_SETS))
+        return value
 
     @field_validator("omni_service_url", "tts_service_url")
     @classmethod

@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from gateway.audio.encode import CONTENT_TYPES, encode
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
 from gateway.engines.base import SynthesisRequest
-from gateway.engines.openai_names import OPENAI_VOICES
 from gateway.engines.registry import Engines
 from gateway.errors import APIError
 from gateway.routers.uploads import read_upload
@@ -62,13 +61,12 @@ async def speech(
 ) -> Response:
     _check_model(engines, body.model, "tts", OPENAI_TTS_MODELS)
     text = check_text(body.input, settings.max_text_chars)
-    voice = "default" if body.voice.lower() in OPENAI_VOICES else body.voice
     synth = engines.synthesizer
     request = resolve(
         synth,
         SynthesisRequest(
             text=text,
-            voice=voice,
+            voice=body.voice,  # OpenAI's names ("alloy", ...) resolve to the default voice
             language="auto",
             speed=body.speed,
             normalize=body.normalize,
@@ -76,13 +74,17 @@ async def speech(
         ),
     )
     if body.stream_format == "sse":
-        events = await audio_stream(synth, request, body.response_format, metrics, sse=True)
+        events = await audio_stream(
+            synth, request, body.response_format, metrics, sse=True, max_seconds=settings.max_speech_seconds
+        )
         headers = {"Cache-Control": "no-cache"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     if body.output == "audio" and body.stream:
-        chunks = await audio_stream(synth, request, body.response_format, metrics)
+        chunks = await audio_stream(
+            synth, request, body.response_format, metrics, max_seconds=settings.max_speech_seconds
+        )
         return StreamingResponse(chunks, media_type=CONTENT_TYPES[body.response_format])
-    result = await synthesize(synth, request, metrics)
+    result = await synthesize(synth, request, metrics, settings.max_speech_seconds)
     if body.output == "json":
         return JSONResponse(await timed_body(result, body.response_format, text))
     if body.output == "vtt":

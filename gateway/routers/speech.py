@@ -35,7 +35,7 @@ async def _speak(
             timings=body.output != "audio",
         ),
     )
-    result = await synthesize(synth, request, metrics)
+    result = await synthesize(synth, request, metrics, settings.max_speech_seconds)
     if body.output == "json":
         return JSONResponse(await timed_body(result, body.response_format, text))
     if body.output == "vtt":

@@ -13,6 +13,7 @@ from prometheus_client import Gauge, ProcessCollector
 from prometheus_client.core import CounterMetricFamily
 
 from gateway.limits import ConnectionRegistry, StreamLimiter, WebSocketGuard
+from gateway.request_body import MULTIPART_OVERHEAD
 from gateway.security.auth import APIKeyMiddleware
 from gateway.security.keys import KeyStore
 from gateway.settings import Settings
@@ -74,7 +75,14 @@ def install_inner(app: FastAPI, settings: Settings) -> None:
     app.state.ws_registry = registry
     app.state.draining = False
     _register_metrics(app, limiter, registry)
-    app.add_middleware(WebSocketGuard, limiter=limiter, registry=registry)
+    app.add_middleware(
+        WebSocketGuard,
+        limiter=limiter,
+        registry=registry,
+        send_timeout=settings.ws_send_timeout_seconds,
+        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        body_timeout=settings.http_body_timeout_seconds,
+    )
     keys = KeyStore.from_settings(
         settings.api_keys.get_secret_value() if settings.api_keys else None, settings.api_keys_file
     )
