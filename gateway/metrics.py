@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.engines.base import ModelInfo, ModelState
 from gateway.gpu import GpuStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class WorkerRestarts:
+    """Engine worker processes restarted after they died (`reason`: the signal, e.g. SIGSEGV, or `exit`,
+    `timeout`). Process-wide, like the workers: the engines are built before any app's registry exists."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def inc(self, engine: str, reason: str) -> None:
+        with self._lock:
+            self._counts[(engine, reason)] = self._counts.get((engine, reason), 0) + 1
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "voice_gateway_engine_worker_restarts",
+            "Engine worker processes restarted after a crash, by engine and reason",
+            labels=["engine", "reason"],
+        )
+        with self._lock:
+            counts = dict(self._counts)
+        for (engine, reason), n in sorted(counts.items()):
+            family.add_metric([engine, reason], n)
+        yield family
+
+
+ENGINE_WORKER_RESTARTS = WorkerRestarts()
 
 
 class Metrics:
@@ -63,6 +93,7 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        r.register(ENGINE_WORKER_RESTARTS)
         # Children that must exist before the first event, so dashboards show 0 rather than nothing.
         for kind in ("read_stream", "voice", "realtime"):
             self.active_streams.labels(kind=kind)
@@ -110,7 +141,7 @@ class HTTPMetricsMiddleware:
             )
 
 
-def _route_template(scope: dict[str, Any]) -> str:
+def _route_template(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     # Unmatched paths share one label: raw URLs would let any client explode the series count.

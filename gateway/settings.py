@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for name, field in type(self).model_fields.items():
             key = field.alias or (
-                field.validation_alias.choices[0]  # type: ignore[union-attr]
+                field.validation_alias.choices[0]
                 if isinstance(field.validation_alias, AliasChoices)
                 else name.upper()
             )

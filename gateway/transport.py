@@ -120,7 +120,7 @@ def head_timeout_protocol(seconds: float) -> type[asyncio.Protocol]:
         return AutoHTTPProtocol
     base: Any = AutoHTTPProtocol
 
-    class HeadTimeoutProtocol(base):  # type: ignore[misc, valid-type]
+    class HeadTimeoutProtocol(base):
         head_timeout = seconds
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -47,6 +47,7 @@ def encode(pcm: bytes, sample_rate: int, fmt: str) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container_fmt) as container:
         stream = container.add_stream(codec, rate=sample_rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)  # an audio codec gives an audio stream
         if fmt == "opus":
             stream.bit_rate = OPUS_BITRATE
         samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)

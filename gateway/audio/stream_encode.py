@@ -76,7 +76,9 @@ class StreamEncoder:
         self._container = av.open(
             self._sink, mode="w", format=container_fmt, options=options, buffer_size=512
         )
-        self._stream = self._container.add_stream(codec, rate=sample_rate, layout="mono")
+        stream = self._container.add_stream(codec, rate=sample_rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)  # an audio codec gives an audio stream
+        self._stream = stream
         if fmt == "opus":
             self._stream.bit_rate = OPUS_BITRATE
         self._resampler = av.AudioResampler(format=sample_fmt, layout="mono", rate=sample_rate)
@@ -98,9 +100,11 @@ class StreamEncoder:
         frame.sample_rate = self.sample_rate
         frame.pts = self._pts
         self._pts += samples.shape[1]
+        container = self._container
+        assert container is not None  # write() passes PCM through when there is no container
         for resampled in self._resampler.resample(frame):
             for packet in self._stream.encode(resampled):
-                self._container.mux(packet)
+                container.mux(packet)
         return self._sink.drain()
 
     def finish(self) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -16,7 +17,9 @@ from gateway.services.speech_output import timed_body, webvtt, word_timeline
 
 router = APIRouter(tags=["read-aloud"])
 
-_AUDIO_RESPONSE = {200: {"content": {t: {} for t in CONTENT_TYPES.values()}, "description": "Audio file"}}
+_AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {} for t in CONTENT_TYPES.values()}, "description": "Audio file"}
+}
 
 
 async def _speak(

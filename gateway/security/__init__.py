@@ -43,7 +43,7 @@ def _register_metrics(app: FastAPI, limiter: StreamLimiter, registry: Connection
         "Slots of MAX_STREAMS held: WebSocket sessions and HTTP POSTs in flight",
         registry=reg,
     ).set_function(lambda: float(limiter.total))
-    reg.register(_LimitCollector(limiter, registry))  # type: ignore[arg-type]
+    reg.register(_LimitCollector(limiter, registry))
 
 
 class _LimitCollector:

@@ -214,7 +214,7 @@ def _modalities(value: Any, param: str) -> tuple[str, ...]:
 
 def _max_tokens(value: Any, param: str) -> int | Literal["inf"]:
     if value == "inf" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
-        return value  # type: ignore[no-any-return]
+        return value
     raise _err(param, "max_output_tokens must be an integer between 1 and 4096, or 'inf'.")
 
 
