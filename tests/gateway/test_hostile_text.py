@@ -109,7 +109,9 @@ def test_model_output_markup_stripping_grows_linearly(unit: str) -> None:
     from gateway.sessions.voice.chunker import speakable
 
     ratio, seconds = _growth(speakable, unit, 2500)
-    assert ratio < 8, f"markup stripping on {unit!r}: 4x the text took {ratio:.1f}x the time ({seconds:.4f} s)"
+    assert ratio < 8, (
+        f"markup stripping on {unit!r}: 4x the text took {ratio:.1f}x the time ({seconds:.4f} s)"
+    )
 
 
 def test_every_shape_at_the_text_limit_is_processed_quickly() -> None:

@@ -24,7 +24,7 @@ def env_names() -> list[str]:
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
     readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("## Configuration"):readme.index("## Architecture")]
+    table = readme[readme.index("## Configuration") : readme.index("## Architecture")]
     missing = [n for n in env_names() if f"`{n}`" not in table]
     assert not missing, f"README's configuration table lacks {missing}"
 

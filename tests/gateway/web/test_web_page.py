@@ -29,10 +29,21 @@ def chromium(extra_args: list[str] = ()) -> WebDriver:  # type: ignore[assignmen
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
-                f"--user-data-dir={profile}", "--window-size=1100,900", *extra_args):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={profile}",
+        "--window-size=1100,900",
+        *extra_args,
+    ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
 
@@ -96,16 +107,21 @@ def test_read_aloud_plays_highlights_and_pauses(browser: WebDriver, gateway: Ser
     wait_for(lambda: attr(browser, "#read-state", "data-state") in ("playing", "done"), what="resumed")
     # Word marks drive a word highlight inside the sentence, pointing into the original text.
     # The spans are re-rendered for every word: read both in one script call, not as element handles.
-    sentence, word = wait_for(lambda: browser.execute_script(
-        "const w = document.querySelector('#read-view span.current span.word');"
-        "return w ? [w.parentElement.textContent, w.textContent] : null;"), what="a highlighted word")
+    sentence, word = wait_for(
+        lambda: browser.execute_script(
+            "const w = document.querySelector('#read-view span.current span.word');"
+            "return w ? [w.parentElement.textContent, w.textContent] : null;"
+        ),
+        what="a highlighted word",
+    )
     assert word and word in sentence
     wait_for(lambda: attr(browser, "#read-state", "data-state") == "done", what="complete", timeout=90)
     assert int(attr(browser, "#read-stats", "data-frames")) > frames_paused
 
 
-def test_transcribe_panel_shows_text_and_segments(browser: WebDriver, gateway: ServerProcess,
-                                                  tmp_path: Path) -> None:
+def test_transcribe_panel_shows_text_and_segments(
+    browser: WebDriver, gateway: ServerProcess, tmp_path: Path
+) -> None:
     wav = httpx.post(gateway.url + "/read", json={"text": "Transcription works in the browser."}, timeout=60)
     path = tmp_path / "clip.wav"
     path.write_bytes(wav.content)
@@ -131,7 +147,8 @@ def test_tabs_are_keyboard_operable(browser: WebDriver, gateway: ServerProcess) 
     for el in browser.find_elements(By.CSS_SELECTOR, "textarea, select, input[type=file], input[type=range]"):
         el_id = el.get_attribute("id")
         labelled = browser.find_elements(By.CSS_SELECTOR, f"label[for='{el_id}']") or browser.execute_script(
-            "return arguments[0].closest('label') !== null", el)
+            "return arguments[0].closest('label') !== null", el
+        )
         assert labelled, el_id
 
 
@@ -151,19 +168,26 @@ def test_talk_panel_with_a_wav_file_as_the_microphone(gateway: ServerProcess, tm
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(b"\0\0" * (rate // 2) + pcm + b"\0\0" * (rate * 15))
-    driver = chromium(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                       f"--use-file-for-fake-audio-capture={mic}"])
+    driver = chromium(
+        [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}",
+        ]
+    )
     try:
         driver.get(gateway.url + "/")
         driver.find_element(By.ID, "tab-talk").click()
         driver.find_element(By.ID, "talk-connect").click()
-        wait_for(lambda: int(attr(driver, "#talk-log", "data-transcripts")) >= 1, timeout=90,
-                 what="transcript")
+        wait_for(
+            lambda: int(attr(driver, "#talk-log", "data-transcripts")) >= 1, timeout=90, what="transcript"
+        )
         first = driver.find_element(By.CSS_SELECTOR, "#talk-log li.user").text.lower()
         assert "sky" in first and "color" in first
         assert float(attr(driver, "#talk-level", "data-peak")) > 0.05  # the level meter saw the speech
-        wait_for(lambda: int(attr(driver, "#talk-log", "data-audio-bytes")) > 24000, timeout=90,
-                 what="reply audio")
+        wait_for(
+            lambda: int(attr(driver, "#talk-log", "data-audio-bytes")) > 24000, timeout=90, what="reply audio"
+        )
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#talk-log li.bot"), what="reply text")
         driver.save_screenshot(str(ARTIFACTS / "talk.png"))
         driver.find_element(By.ID, "talk-hangup").click()
@@ -194,16 +218,24 @@ def test_talk_panel_reconnects_when_the_socket_drops(tmp_path: Path) -> None:
         w.setsampwidth(2)
         w.setframerate(24000)
         w.writeframes(b"\0\0" * 24000)
-    driver = chromium(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                       f"--use-file-for-fake-audio-capture={mic}"])
+    driver = chromium(
+        [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}",
+        ]
+    )
     try:
         driver.get(server.url + "/")
         driver.find_element(By.ID, "tab-talk").click()
         driver.find_element(By.ID, "talk-connect").click()
         wait_for(lambda: attr(driver, "#talk-state", "data-state") == "listening", what="listening")
         server.stop()  # the gateway goes away under an open conversation
-        wait_for(lambda: "reconnecting" in driver.find_element(By.ID, "talk-state").text.lower(),
-                 timeout=30, what="reconnect notice")
+        wait_for(
+            lambda: "reconnecting" in driver.find_element(By.ID, "talk-state").text.lower(),
+            timeout=30,
+            what="reconnect notice",
+        )
     finally:
         driver.quit()
         server.stop()
