@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.engines.errors import EngineError
+
 log = logging.getLogger(__name__)
 
 
@@ -60,35 +62,46 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[st
     return message, details
 
 
-def from_engine_error(exc: Exception) -> APIError | None:
-    """The client-facing error for an engine exception, or None when it is a server fault."""
-    from gateway.engines.base import EngineNotReadyError, UnknownVoiceError, UnsupportedLanguageError
+# Engine error code (gateway/engines/errors.py) -> HTTP status: the one place a domain code meets HTTP.
+# WebSocket edges send the code itself in their `error` events.
+ENGINE_STATUS: dict[str, int] = {
+    "unknown_voice": 400,
+    "unsupported_language": 400,
+    "synthesis_rejected": 422,  # the engine refused this very text
+    "engine_unavailable": 503,  # loading, failed to load, or nothing to serve with
+    "synthesis_failed": 503,  # its worker died and was replaced: a retry may work
+    "backend_unavailable": 503,
+    "backend_loading": 503,
+    "backend_circuit_open": 503,
+    "backend_bad_response": 502,
+    "backend_rejected": 502,  # the model server refused our request: the gateway's fault, not the client's
+    "backend_timeout": 504,
+}
 
+
+def engine_status(exc: EngineError) -> int:
+    return ENGINE_STATUS.get(exc.code, 503)
+
+
+def from_engine_error(exc: BaseException) -> APIError | None:
+    """The client-facing error for an engine exception, or None when it is a server fault."""
     if isinstance(exc, APIError):
         return exc
-    if isinstance(exc, UnknownVoiceError):
-        return APIError(400, "unknown_voice", str(exc))
-    if isinstance(exc, UnsupportedLanguageError):
-        return APIError(400, "unsupported_language", str(exc))
-    if isinstance(exc, EngineNotReadyError):
-        return engine_unavailable(exc.component, str(exc))
+    if isinstance(exc, EngineError):
+        return APIError(engine_status(exc), exc.code, exc.message, **exc.extra)
     return None
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from gateway.engines.base import EngineNotReadyError, UnknownVoiceError, UnsupportedLanguageError
-
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
-    async def _engine_error(_: Request, exc: Exception) -> JSONResponse:
+    @app.exception_handler(EngineError)
+    async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
         err = from_engine_error(exc)
         assert err is not None
         return JSONResponse(err.body(), status_code=err.status)
-
-    for cls in (UnknownVoiceError, UnsupportedLanguageError, EngineNotReadyError):
-        app.add_exception_handler(cls, _engine_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -256,7 +256,7 @@ class Completion:
         try:
             return b"".join([c.pcm async for c in gen])
         finally:
-            await gen.aclose()  # type: ignore[attr-defined]
+            await gen.aclose()
 
     def usage(self, completion: int | None = None) -> dict[str, int]:
         done = self.completion_tokens if completion is None else completion

@@ -15,6 +15,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from gateway.engines.errors import EngineError
+from gateway.errors import engine_status
+
 _TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
 
 
@@ -50,6 +53,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(VllmError)
     async def _vllm(_: Request, exc: VllmError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(EngineError)
+    async def _engine(_: Request, exc: EngineError) -> JSONResponse:
+        # A CPU engine failed (a Piper worker died and was replaced, a text it refused): vLLM's JSON error
+        # body with the status the gateway gives the same engine code, never a plain-text 500.
+        return error_response(engine_status(exc), exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -307,7 +307,7 @@ async def _sentences(engines: EngineSet, text: str, speed: float) -> AsyncIterat
         async for chunk in gen:
             yield chunk.pcm
     finally:
-        await gen.aclose()  # type: ignore[attr-defined]
+        await gen.aclose()
 
 
 def _sse(kind: str, payload: dict[str, Any]) -> str:

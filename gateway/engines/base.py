@@ -1,11 +1,55 @@
-"""The protocols the routers and sessions use. Routers never know which engine runs behind them."""
+"""The engine contract: what routers and sessions may rely on, whichever engine runs behind them.
+
+One protocol per role (Synthesizer, Transcriber, Responder), each with the same lifecycle (`start` /
+`aclose`, `state`), catalogue (`models`, `languages`, `check_language`) and error tree (engines/errors.py:
+EngineError with a domain code). Voices resolve one way for every engine (VoiceCatalog). Callers never probe
+an engine with getattr: what varies between engines is a declared member (`Responder.produces_audio`).
+
+tests/engines/contract.py proves the contract on every engine set; docs/engines.md says how to add one.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
+
+from gateway.engines.errors import (
+    BackendError,
+    EngineError,
+    EngineNotReadyError,
+    SynthesisFailedError,
+    UnknownVoiceError,
+    UnsupportedLanguageError,
+)
+from gateway.engines.languages import check_language
+from gateway.engines.openai_names import OPENAI_VOICES
+
+__all__ = [
+    "BackendError",
+    "ChatMessage",
+    "Component",
+    "ConversationRequest",
+    "EngineError",
+    "EngineNotReadyError",
+    "ModelInfo",
+    "ModelState",
+    "Responder",
+    "ResponseEvent",
+    "SynthesisChunk",
+    "SynthesisFailedError",
+    "SynthesisRequest",
+    "Synthesizer",
+    "Transcriber",
+    "TranscriptSegment",
+    "Transcription",
+    "UnknownVoiceError",
+    "UnsupportedLanguageError",
+    "Voice",
+    "VoiceCatalog",
+    "WordTiming",
+]
 
 
 class ModelState(enum.StrEnum):
@@ -24,6 +68,33 @@ class ModelInfo:
     detail: str | None = None
 
 
+@runtime_checkable
+class Component(Protocol):
+    """What every role shares: a name (the metrics' `engine` label), a lifecycle and a catalogue."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Load or connect. Never raises for a broken model or a server that is down: `state` says so."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release everything; calling it again does nothing."""
+        ...
+
+    @property
+    def state(self) -> ModelState: ...
+
+    def models(self) -> Sequence[ModelInfo]: ...
+
+    def languages(self) -> Sequence[str]:
+        """ISO 639-1 codes this component really supports."""
+        ...
+
+
+# -- voices ------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Voice:
     id: str
@@ -33,18 +104,64 @@ class Voice:
     aliases: tuple[str, ...] = ()
 
 
-class UnknownVoiceError(ValueError):
-    pass
+@dataclass(frozen=True)
+class VoiceCatalog:
+    """A synthesizer's voices and languages, and the one way every engine resolves a requested voice.
+
+    A name matches a voice's id, then one of its aliases ("default"), case and spaces ignored; an OpenAI
+    voice name ("alloy", ...) that no voice claims means the default voice, so SDK defaults work on every
+    surface. The default voice is the one aliased "default", else the first.
+    """
+
+    voices: tuple[Voice, ...]
+    languages: tuple[str, ...]
+    component: str = "tts"
+    # Why there is no voice at all (the engine is not ready, or has nothing configured): the
+    # EngineNotReadyError every request then gets.
+    unavailable: str | None = None
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted({v.id for v in self.voices} | {a for v in self.voices for a in v.aliases}))
+
+    def default(self) -> Voice | None:
+        return next(
+            (v for v in self.voices if "default" in v.aliases), self.voices[0] if self.voices else None
+        )
+
+    def find(self, name: str) -> Voice | None:
+        wanted = name.strip().lower()
+        voice = next((v for v in self.voices if v.id.lower() == wanted), None)
+        voice = voice or next((v for v in self.voices if wanted in v.aliases), None)
+        if voice is None and wanted in OPENAI_VOICES:
+            voice = self.default()
+        return voice
+
+    def resolve(self, name: str) -> Voice:
+        if not self.voices:
+            raise EngineNotReadyError(self.component, self.unavailable)
+        voice = self.find(name)
+        if voice is None:
+            names = self.names()
+            raise UnknownVoiceError(
+                f"unknown voice {name!r}; available: {', '.join(names)}",
+                component=self.component,
+                available=names,
+            )
+        return voice
+
+    def check_language(self, language: str | None, voice: Voice | None = None) -> str:
+        """The language code to speak in; an empty or "auto" language is the voice's own."""
+        fallback = voice.language if voice is not None else (self.languages[0] if self.languages else "en")
+        code = check_language(language, self.languages, self.component, fallback)
+        assert code is not None
+        return code
+
+    def resolve_request(self, request: SynthesisRequest) -> SynthesisRequest:
+        voice = self.resolve(request.voice)
+        return replace(request, voice=voice.id, language=self.check_language(request.language, voice))
 
 
-class UnsupportedLanguageError(ValueError):
-    pass
-
-
-class EngineNotReadyError(RuntimeError):
-    def __init__(self, component: str, detail: str | None = None) -> None:
-        super().__init__(detail or f"{component} is not ready")
-        self.component = component
+# -- speech out --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -76,38 +193,52 @@ class WordTiming:
 
 @dataclass(frozen=True)
 class SynthesisChunk:
-    """Audio for one span of the input text, PCM s16le mono at the gateway's AUDIO_SAMPLE_RATE."""
+    """Audio for one sentence of the input text, or one piece of it: PCM s16le mono at `sample_rate` (the
+    gateway's AUDIO_SAMPLE_RATE), always whole samples.
+
+    An engine that streams inside a sentence yields its audio in pieces as it comes: consecutive chunks
+    with the same `index` and offsets, the last one `final` (it may carry no audio: the stream's end was
+    only known after its last bytes). An engine that renders whole sentences yields one final chunk each.
+    `words` come only on a whole sentence (a final chunk that is also its sentence's first).
+    """
 
     pcm: bytes
     sample_rate: int
     index: int  # sentence index
     text_start: int  # character offsets into SynthesisRequest.text
     text_end: int
-    generation_s: float = 0.0  # wall time the engine spent on this chunk
+    generation_s: float = 0.0  # wall time from the start of this sentence's synthesis to this chunk
     words: tuple[WordTiming, ...] = ()  # filled when SynthesisRequest.timings asked and the engine can
+    final: bool = True  # the last chunk of its sentence
 
 
 @runtime_checkable
-class Synthesizer(Protocol):
-    name: str
+class Synthesizer(Component, Protocol):
     sample_rate: int
-
-    @property
-    def state(self) -> ModelState: ...
 
     def voices(self) -> Sequence[Voice]: ...
 
-    def languages(self) -> Sequence[str]: ...
+    def catalog(self) -> VoiceCatalog:
+        """The voices and languages as of now (a remote engine's can change when its server does)."""
+        ...
 
-    def models(self) -> Sequence[ModelInfo]: ...
+    def check_language(self, language: str | None) -> str:
+        """The code of a supported language (empty or "auto": the default voice's); UnsupportedLanguageError
+        otherwise."""
+        ...
 
     def resolve(self, request: SynthesisRequest) -> SynthesisRequest:
-        """Validate voice and language against what the engine really offers (raises on unknown)."""
+        """The request with its voice id and language code resolved through `catalog()` (raises
+        UnknownVoiceError, UnsupportedLanguageError, or EngineNotReadyError when there is no voice)."""
         ...
 
-    def stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisChunk]:
-        """Yield audio sentence by sentence; closing the iterator stops further synthesis work."""
+    def stream(self, request: SynthesisRequest) -> AsyncGenerator[SynthesisChunk, None]:
+        """Yield audio sentence by sentence (or in pieces of sentences, see SynthesisChunk); closing the
+        iterator stops further synthesis work."""
         ...
+
+
+# -- speech in ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -126,26 +257,17 @@ class Transcription:
 
 
 @runtime_checkable
-class Transcriber(Protocol):
-    name: str
+class Transcriber(Component, Protocol):
     sample_rate: int  # the rate `transcribe` expects its samples at
 
-    @property
-    def state(self) -> ModelState: ...
-
-    def languages(self) -> Sequence[str]: ...
-
-    def models(self) -> Sequence[ModelInfo]: ...
+    def check_language(self, language: str | None) -> str | None:
+        """The code to transcribe in, None to detect it (empty or "auto", where the engine can);
+        UnsupportedLanguageError for a language the engine does not know."""
+        ...
 
     async def transcribe(self, samples: object, language: str | None = None) -> Transcription:
         """`samples`: float32 mono numpy array at `sample_rate`."""
         ...
-
-
-class Lifecycle(Protocol):
-    async def start(self) -> None: ...
-
-    async def aclose(self) -> None: ...
 
 
 # -- conversation ------------------------------------------------------------------------------
@@ -175,31 +297,43 @@ class ConversationRequest:
 
 @dataclass(frozen=True)
 class ResponseEvent:
-    """One piece of a streamed reply: text (a token/delta), audio (PCM s16le at the gateway rate) or usage."""
+    """One piece of a streamed reply: text (a token/delta), audio (PCM s16le at the gateway rate) or usage.
+
+    Usage comes last, once per reply. `has_audio` says whether the reply came with audio: a responder that
+    `produces_audio` but answered in text only (a deployment without audio output) leaves the speaking to
+    the caller's Synthesizer.
+    """
 
     kind: str  # "text" | "audio" | "usage"
     text: str = ""
     pcm: bytes = b""
     completion_tokens: int = 0
     tokens_per_second: float | None = None
+    has_audio: bool = False  # usage: audio events came with this reply
 
 
 @runtime_checkable
-class Responder(Protocol):
-    """The conversation engine. Embedded: a small local LLM (text out, spoken by the Synthesizer).
-    vLLM-Omni: Qwen3-Omni (audio in; text and audio out)."""
+class Responder(Component, Protocol):
+    """The conversation engine. It emits text and, where it can, audio; never does it speak text itself:
+    the voice pipeline chunks text into sentences and speaks them with the Synthesizer (word timings
+    included) whenever `produces_audio` is False or a reply came without audio.
 
-    name: str
-    accepts_audio: bool
-    produces_audio: bool
+    Embedded: a small local LLM (text out). vLLM-Omni: Qwen3-Omni (audio in; text and audio out).
+    """
+
+    accepts_audio: bool  # ConversationRequest.audio is heard (else the caller transcribes first)
 
     @property
-    def state(self) -> ModelState: ...
+    def produces_audio(self) -> bool:
+        """Replies are expected to carry audio. May turn False once the engine learns its deployment has
+        none (vLLM-Omni `OMNI_AUDIO_OUTPUT=auto`)."""
+        ...
 
-    def languages(self) -> Sequence[str]: ...
+    def check_language(self, language: str | None) -> str:
+        """The code of a language the model converses in; UnsupportedLanguageError otherwise."""
+        ...
 
-    def models(self) -> Sequence[ModelInfo]: ...
-
-    def respond(self, request: ConversationRequest) -> AsyncIterator[ResponseEvent]:
-        """Stream the reply; closing the iterator stops generation."""
+    def respond(self, request: ConversationRequest) -> AsyncGenerator[ResponseEvent, None]:
+        """Stream the reply: text and audio events, then one usage event; closing the iterator stops
+        generation."""
         ...

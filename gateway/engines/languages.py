@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from gateway.engines.errors import UnsupportedLanguageError
+
 NAMES = {
     "en": "English",
     "zh": "Chinese",
@@ -31,3 +35,28 @@ def normalize_language(value: str | None) -> str | None:
 
 def language_name(code: str) -> str:
     return NAMES.get(code, code)
+
+
+_ROLE_LABELS = {
+    "tts": "the speech engine",
+    "asr": "the transcription engine",
+    "omni": "the conversation model",
+}
+
+
+def check_language(
+    language: str | None, supported: Sequence[str], component: str, default: str | None
+) -> str | None:
+    """The supported code `language` names (code, locale or English name), or `default` when it names none
+    ("", "auto", None). Every engine's language check, so all refuse alike: UnsupportedLanguageError."""
+    code = normalize_language(language)
+    if code is None:
+        return default
+    if code not in supported:
+        raise UnsupportedLanguageError(
+            f"language {language!r} is not supported by {_ROLE_LABELS.get(component, component)}; "
+            "supported: " + ", ".join(supported),
+            component=component,
+            supported=supported,
+        )
+    return code

@@ -1,19 +1,33 @@
-"""Builds the engine set named by VOICE_ENGINE and owns its lifecycle."""
+"""Builds the engine set named by VOICE_ENGINE and owns its lifecycle.
+
+Adding an engine set: one module with a `build(settings) -> Engines` function, one line in ENGINE_SETS, and
+tests/engines/contract.py passing against it (docs/engines.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from gateway.engines.base import ModelInfo, ModelState, Synthesizer, Transcriber
-from gateway.settings import ConfigError, Settings
+from gateway.engines.base import Component, ModelInfo, ModelState, Responder, Synthesizer, Transcriber
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# VOICE_ENGINE value -> "module:function" building that engine set (imported only when chosen).
+ENGINE_SETS: dict[str, str] = {
+    "embedded": "gateway.engines.embedded:build_embedded",
+    "vllm-omni": "gateway.engines.vllm_omni:build_vllm_omni",
+}
 
 
 @dataclass
@@ -21,14 +35,13 @@ class Engines:
     kind: str
     synthesizer: Synthesizer
     transcriber: Transcriber
-    responder: Any | None = None  # the conversation engine, where the engine set has one
-    _closers: list[Any] = field(default_factory=list)
+    responder: Responder | None = None  # the conversation engine, where the engine set has one
     _executor: ThreadPoolExecutor | None = None
     # Extra Prometheus collectors the app registers on its metrics registry (backend clients' counters).
-    collectors: list[Any] = field(default_factory=list)
+    collectors: list[Collector] = field(default_factory=list)
 
-    def components(self) -> dict[str, Any]:
-        parts: dict[str, Any] = {"tts": self.synthesizer, "asr": self.transcriber}
+    def components(self) -> dict[str, Component]:
+        parts: dict[str, Component] = {"tts": self.synthesizer, "asr": self.transcriber}
         if self.responder is not None:
             parts["omni"] = self.responder
         return parts
@@ -59,37 +72,12 @@ class Engines:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _embedded(settings: Settings) -> Engines:
-    from gateway.engines.embedded.llm import LlamaResponder
-    from gateway.engines.embedded.piper_tts import PiperSynthesizer
-    from gateway.engines.embedded.whisper_asr import WhisperTranscriber
-
-    # A few more workers than cores: a synthesis and a transcription must not queue behind each other.
-    workers = max(4, (os.cpu_count() or 2) * 2)
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
-    synth = PiperSynthesizer(
-        settings.audio_sample_rate,
-        executor,
-        noise_scale=settings.piper_noise_scale,
-        noise_w_scale=settings.piper_noise_w_scale,
-    )
-    asr = WhisperTranscriber(
-        executor,
-        compute_type=settings.asr_compute_type,
-        beam_size=settings.asr_beam_size,
-        cpu_threads=settings.cpu_threads,
-    )
-    responder = LlamaResponder(executor, threads=settings.cpu_threads)
-    return Engines(
-        kind="embedded", synthesizer=synth, transcriber=asr, responder=responder, _executor=executor
-    )
-
-
 def build_engines(settings: Settings) -> Engines:
-    if settings.voice_engine == "embedded":
-        return _embedded(settings)
-    if settings.voice_engine == "vllm-omni":
-        from gateway.engines.vllm_omni import build_vllm_omni
+    from gateway.settings import ConfigError
 
-        return build_vllm_omni(settings)
-    raise ConfigError(f"VOICE_ENGINE={settings.voice_engine!r} is not available in this build")
+    target = ENGINE_SETS.get(settings.voice_engine)
+    if target is None:
+        raise ConfigError(f"VOICE_ENGINE={settings.voice_engine!r} is not available in this build")
+    module, function = target.split(":")
+    build: Callable[[Settings], Engines] = getattr(importlib.import_module(module), function)
+    return build(settings)

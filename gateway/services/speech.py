@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
 from gateway.engines.base import SynthesisChunk, SynthesisRequest, Synthesizer
@@ -97,7 +97,7 @@ async def stream_speech(
     request: SynthesisRequest,
     metrics: Metrics | None = None,
     max_seconds: float | None = None,
-) -> AsyncIterator[SynthesisChunk]:
+) -> AsyncGenerator[SynthesisChunk, None]:
     """The synthesizer's stream with per-sentence latency recorded, the text normalized when the request asks
     (the default), and every offset (chunk and word timings) pointing into the ORIGINAL request text.
 
@@ -138,7 +138,7 @@ async def stream_speech(
                     chunk = replace(chunk, words=tuple(words))
             yield to_original(chunk, norm) if request.normalize else chunk
     finally:
-        await gen.aclose()  # type: ignore[attr-defined]
+        await gen.aclose()
 
 
 async def synthesize(

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from gateway.audio.encode import CONTENT_TYPES, encode
@@ -136,8 +136,8 @@ async def audio_stream(
 Piece = tuple[SynthesisChunk | APIError | None, bytes]
 
 
-async def _audio_only(pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
-    async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+async def _audio_only(pieces: AsyncGenerator[Piece, None]) -> AsyncGenerator[bytes, None]:
+    async with contextlib.aclosing(pieces):
         async for chunk, data in pieces:
             if chunk is None:
                 yield data
@@ -147,9 +147,9 @@ def _event(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _as_sse(pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
+async def _as_sse(pieces: AsyncGenerator[Piece, None]) -> AsyncGenerator[bytes, None]:
     offset = 0.0
-    async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+    async with contextlib.aclosing(pieces):
         async for chunk, data in pieces:
             if chunk is None:
                 yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
@@ -167,19 +167,19 @@ async def _as_sse(pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
 
 async def _drive(
     encoder: StreamEncoder,
-    chunks: AsyncIterator[SynthesisChunk],
+    chunks: AsyncGenerator[SynthesisChunk, None],
     first: SynthesisChunk,
     metrics: Metrics | None,
-) -> AsyncIterator[Piece]:
+) -> AsyncGenerator[Piece, None]:
     """(chunk, b"") when a chunk begins, then (None, encoded bytes) as they come."""
     gauge = metrics.active_streams.labels(kind=STREAM_GAUGE_KIND) if metrics is not None else None
     if gauge is not None:
         gauge.inc()
     try:
         stopped: APIError | None = None
-        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async with contextlib.aclosing(chunks):
             chunk: SynthesisChunk | None = first
-            step = int(ENCODE_SLICE_S * chunk.sample_rate) * 2  # bytes, whole samples
+            step = int(ENCODE_SLICE_S * first.sample_rate) * 2  # bytes, whole samples
             while chunk is not None:
                 yield chunk, b""
                 # A chunk is encoded in slices so its first bytes leave before the whole of it is encoded:

@@ -19,9 +19,7 @@ async def transcribe_upload(
             f"the upload has {len(data)} bytes; the limit is {max_bytes}",
             limit=max_bytes,
         )
-    check = getattr(transcriber, "check_language", None)
-    if check is not None:
-        check(language)  # fail fast on an unsupported language, before decoding anything
+    transcriber.check_language(language)  # fail fast on an unsupported language, before decoding anything
     try:
         decoded = await asyncio.to_thread(decode_audio, data, transcriber.sample_rate, max_seconds)
     except AudioTooLongError as exc:

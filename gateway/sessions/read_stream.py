@@ -3,10 +3,9 @@
 Pipeline per stream:
 
     engine.stream()  ->  producer task  ->  AheadBuffer  ->  sender (in _run)  ->  transport
-    (one chunk per       (asks for the       (bounded:        (marks + small
-     sentence)            next sentence       backpressure)    frames, pause gate)
-                          only when there
-                          is room)
+    (a chunk per         (asks for the       (bounded:        (marks + small
+     sentence, or        next chunk only     backpressure)    frames, pause gate)
+     pieces of one)      when there is room)
 
 Everything that leaves for the client goes through one lock, so control replies (`paused`, `cancelled`,
 ...) are ordered exactly against the audio: after `paused` no frame is sent until `resumed`, and
@@ -140,11 +139,12 @@ def chunk_marks(chunk: SynthesisChunk) -> list[Mark]:
 
 
 def render(
-    chunk: SynthesisChunk, framer: PcmFramer, stream_id: str, base_sample: int
+    chunk: SynthesisChunk, framer: PcmFramer, stream_id: str, base_sample: int, marks_too: bool = True
 ) -> Iterator[dict[str, Any] | Frame]:
     """Marks and frames of one chunk, in order: each mark goes out right before the frame holding its
-    first sample, and names its exact sample position so a client that buffers can schedule it."""
-    marks = deque(sorted(chunk_marks(chunk), key=lambda m: m.offset))
+    first sample, and names its exact sample position so a client that buffers can schedule it. A later
+    piece of a sentence (`marks_too` False) has no marks: its sentence's went out with the first piece."""
+    marks = deque(sorted(chunk_marks(chunk), key=lambda m: m.offset) if marks_too else ())
     position = 0
     for frame in framer.frames(chunk.pcm):
         while marks and marks[0].offset < position + frame.samples:
@@ -187,8 +187,8 @@ class _Failed:
 
 
 class AheadBuffer:
-    """Synthesized sentences the socket has not accepted yet. The producer waits for room *before* asking
-    the engine for the next sentence, so a slow or paused client holds at most `limit` samples plus one
+    """Synthesized chunks the socket has not accepted yet. The producer waits for room *before* asking
+    the engine for the next chunk, so a slow or paused client holds at most `limit` samples plus one
     sentence, and no CPU is spent far ahead of the listener."""
 
     def __init__(self, limit_samples: int) -> None:
@@ -526,6 +526,7 @@ class ReadStreamSession:
         producer = asyncio.create_task(self._produce(s), name=f"read-stream-{s.id}-synth")
         try:
             base = 0
+            sentence = -1  # index of the sentence whose mark went out last
             while True:
                 item = await s.buffer.get()
                 if isinstance(item, _End):
@@ -533,8 +534,10 @@ class ReadStreamSession:
                 if isinstance(item, _Failed):
                     await self._gated(s, self._stream_error(s, item.error))
                     return
-                # Encoding (Opus) is CPU work: a sentence's frames are made in a worker thread, then sent.
-                for out in await asyncio.to_thread(list, render(item, s.framer, s.id, base)):
+                # Encoding (Opus) is CPU work: a chunk's frames are made in a worker thread, then sent.
+                first = item.index != sentence
+                sentence = item.index
+                for out in await asyncio.to_thread(list, render(item, s.framer, s.id, base, first)):
                     await self._gated(s, out)
                 base += len(item.pcm) // 2
             for frame in await asyncio.to_thread(list, s.framer.flush()):
@@ -578,7 +581,7 @@ class ReadStreamSession:
                             chunk = await anext(chunks, None)
                     if chunk is None:
                         break
-                    s.sentences_synthesized += 1
+                    s.sentences_synthesized += int(chunk.final)
                     s.samples_synthesized += len(chunk.pcm) // 2
                     await s.buffer.put(chunk)
             await s.buffer.put(_End())

@@ -10,6 +10,7 @@ from gateway.audio.pcm import pcm16_to_float, read_wav
 from gateway.engines.base import ChatMessage, ConversationRequest, ModelState
 from gateway.engines.vllm_omni.backend import BackendClient, BackendConfig, BackendError
 from gateway.engines.vllm_omni.realtime import VllmOmniRealtimeResponder
+from gateway.errors import engine_status
 from tests.support import ServerProcess, speech_ratio
 
 
@@ -55,7 +56,7 @@ async def test_a_server_without_realtime_is_a_clear_error(gateway: ServerProcess
         try:
             [e async for e in responder.respond(ConversationRequest(history=[ChatMessage("user", "hi")]))]
         except BackendError as err:
-            assert err.status == 502 and err.backend == "omni"
+            assert engine_status(err) == 502 and err.backend == "omni"
         else:
             raise AssertionError("expected a BackendError")
     finally:

@@ -35,7 +35,8 @@ async def test_inline_mode_sends_the_clip_with_every_request(
         assert request.voice == "narrator"
         chunks = [c async for c in synth.stream(request)]
         # The server validated `ref_audio` (a data: URL, 1-30 s) and `ref_text`, or this would be a 502.
-        assert [c.index for c in chunks] == [0, 1] and all(len(c.pcm) > 24000 for c in chunks)
+        audio = [b"".join(c.pcm for c in chunks if c.index == i) for i in (0, 1)]
+        assert [c.index for c in chunks if c.final] == [0, 1] and all(len(pcm) > 24000 for pcm in audio)
     finally:
         await synth.aclose()
     async with httpx.AsyncClient() as http:

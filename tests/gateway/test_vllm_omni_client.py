@@ -19,6 +19,7 @@ from gateway.engines.base import (
     ConversationRequest,
     EngineNotReadyError,
     ModelState,
+    SynthesisChunk,
     SynthesisRequest,
 )
 from gateway.engines.vllm_omni.audio import PcmJoiner, change_tempo
@@ -33,6 +34,9 @@ from gateway.engines.vllm_omni.protocol import (
     parse_stream_chunk,
 )
 from gateway.engines.vllm_omni.tts import VllmOmniSynthesizer, VoiceClip
+from gateway.errors import engine_status, from_engine_error
+from gateway.sessions.voice.events import AudioOut, VoiceEvent
+from gateway.sessions.voice.pipeline import ResponseRun, ResponseTimings
 from tests.gateway.vllm_omni_fault_server import MODEL, FaultServer, chat_chunks, chat_full, tone
 
 
@@ -67,6 +71,20 @@ def client(server: FaultServer, name: str = "omni", **kw: float) -> BackendClien
         **kw,
     }
     return BackendClient(BackendConfig(name=name, url=server.url, **cfg))  # type: ignore[arg-type]
+
+
+def sentences(chunks: list[SynthesisChunk]) -> list[tuple[int, bytes]]:
+    """(index, audio) per sentence: the pieces a sentence streamed in are contiguous, the last one final."""
+    out: list[tuple[int, bytes]] = []
+    open_index: int | None = None
+    for c in chunks:
+        if open_index is None:
+            out.append((c.index, b""))
+        assert c.index == out[-1][0], [(x.index, x.final) for x in chunks]
+        out[-1] = (c.index, out[-1][1] + c.pcm)
+        open_index = None if c.final else c.index
+    assert open_index is None, "the last sentence never ended with a final chunk"
+    return out
 
 
 # -- parsers on the fact sheet's examples ------------------------------------------------------
@@ -166,7 +184,11 @@ async def test_refused_connection_during_load_is_loading_then_ready(server: Faul
         assert backend.state is ModelState.LOADING and "refused" in (backend.detail or "")
         with pytest.raises(BackendError) as err:
             await backend.request_json("GET", "/v1/models")
-        assert (err.value.status, err.value.code, err.value.backend) == (503, "backend_loading", "omni")
+        assert (engine_status(err.value), err.value.code, err.value.backend) == (
+            503,
+            "backend_loading",
+            "omni",
+        )
         server.set_mode("loading")  # listening, but /health says 503 No engine initialized
         await backend.poll_once()
         assert backend.state is ModelState.LOADING
@@ -191,7 +213,7 @@ async def test_configured_model_must_be_served(server: FaultServer) -> None:
 
 async def test_responder_streams_text_and_joined_audio_with_history(server: FaultServer) -> None:
     backend = client(server)
-    responder = VllmOmniResponder(backend, 24000, tts=None, speaker="chelsie")
+    responder = VllmOmniResponder(backend, 24000, speaker="chelsie")
     try:
         await backend.poll_once()
         request = ConversationRequest(
@@ -215,24 +237,50 @@ async def test_responder_streams_text_and_joined_audio_with_history(server: Faul
         await backend.aclose()
 
 
-async def test_responder_falls_back_to_tts_when_omni_has_no_audio(server: FaultServer) -> None:
+async def test_a_reply_without_audio_is_spoken_by_the_voice_pipeline(server: FaultServer) -> None:
+    """A deployment without audio output: the responder says so (`has_audio` False), learns it (`auto`:
+    later replies ask for text only), and the voice pipeline speaks the text with the TTS Synthesizer,
+    sentence by sentence, with the sentences' texts on its segments."""
     server.set_mode("no_audio")
     omni = client(server)
     tts_backend = client(server, name="tts")
     synth = VllmOmniSynthesizer(tts_backend, 24000)
-    responder = VllmOmniResponder(omni, 24000, tts=synth)
+    responder = VllmOmniResponder(omni, 24000)
+    sent: list[bytes] = []
+
+    async def emit(event: VoiceEvent) -> None:
+        if isinstance(event, AudioOut):
+            sent.append(event.pcm)
+
     try:
         await omni.poll_once()
         await tts_backend.poll_once()
+        assert responder.produces_audio
+        run = ResponseRun(
+            response_id="r1",
+            responder=responder,
+            synthesizer=synth,
+            request=ConversationRequest(history=[ChatMessage("user", "hi")], voice="vivian"),
+            emit=emit,
+            sample_rate=24000,
+            timings=ResponseTimings(commit=0.0),
+            lead_ms=5000,
+        )
+        await asyncio.wait_for(run.run(), 10)
+        assert server.last_bodies["/v1/chat/completions"]["modalities"] == ["text", "audio"]
+        assert run.text == "".join(server.reply_text)
+        assert server.hits["POST /v1/audio/speech"] >= 1  # spoken by the TTS server
+        segments = run.playout.segments
+        assert segments and all(s.text and s.complete and s.heard_whole for s in segments)
+        assert sum(len(p) for p in sent) == 2 * sum(s.total_samples for s in segments) > 0
+        assert run.spoken_text() == " ".join(s.text or "" for s in segments)
+        assert not responder.produces_audio  # learned: later turns ask Omni for text only
         events = [
-            e async for e in responder.respond(ConversationRequest(history=[ChatMessage("user", "hi")]))
+            e async for e in responder.respond(ConversationRequest(history=[ChatMessage("user", "again")]))
         ]
-        assert "".join(e.text for e in events if e.kind == "text") == "".join(server.reply_text)
-        assert sum(len(e.pcm) for e in events if e.kind == "audio") > 0  # spoken by the TTS server
-        assert server.hits["POST /v1/audio/speech"] >= 1
-        # Learned: later turns ask Omni for text only and speak it with TTS as it streams.
-        [e async for e in responder.respond(ConversationRequest(history=[ChatMessage("user", "again")]))]
         assert server.last_bodies["/v1/chat/completions"]["modalities"] == ["text"]
+        assert not any(e.kind == "audio" for e in events)
+        assert events[-1].kind == "usage" and not events[-1].has_audio
     finally:
         await omni.aclose()
         await tts_backend.aclose()
@@ -252,7 +300,7 @@ async def test_transcriber_sends_asr_instruction_text_only(server: FaultServer) 
         server.set_mode("malformed_json")
         with pytest.raises(BackendError) as err:
             await asr.transcribe(np.zeros(16000, np.float32))
-        assert (err.value.status, err.value.code) == (502, "backend_bad_response")
+        assert (engine_status(err.value), err.value.code) == (502, "backend_bad_response")
     finally:
         await backend.aclose()
 
@@ -265,7 +313,7 @@ async def test_synthesizer_builtin_voice_and_faults(server: FaultServer) -> None
         assert [v.id for v in synth.voices()] == ["vivian"]
         request = synth.resolve(SynthesisRequest(text="One. Two.", voice="default", language="English"))
         chunks = [c async for c in synth.stream(request)]
-        assert [c.index for c in chunks] == [0, 1] and all(len(c.pcm) == len(tone(0.6)) for c in chunks)
+        assert [(i, len(pcm)) for i, pcm in sentences(chunks)] == [(0, len(tone(0.6))), (1, len(tone(0.6)))]
         sent = server.last_bodies["/v1/audio/speech"]
         assert sent["stream"] is True and sent["response_format"] == "pcm" and "speed" not in sent
         assert sent["stream_format"] == "audio"  # raw bytes: `stream` alone gets events from 0.30.0
@@ -277,7 +325,7 @@ async def test_synthesizer_builtin_voice_and_faults(server: FaultServer) -> None
             server.set_mode(mode)
             with pytest.raises(BackendError) as err:
                 [c async for c in synth.stream(request)]
-            assert err.value.status == status, mode
+            assert engine_status(err.value) == status, mode
             assert err.value.backend == "tts"
             server.release_stalls()
             backend.breaker.success()
@@ -346,7 +394,7 @@ async def test_api_key_as_vllm_checks_it() -> None:
                 else:
                     with pytest.raises(BackendError) as err:
                         await backend.request_json("GET", "/v1/models")
-                    assert err.value.status == 502 and "401" in err.value.message
+                    assert engine_status(err.value) == 502 and "401" in err.value.message
                 assert "s3cret" not in repr(cfg)
             finally:
                 await backend.aclose()
@@ -370,15 +418,15 @@ async def test_events_are_read_when_a_server_answers_sse_anyway(server: FaultSer
     try:
         await backend.poll_once()
         request = synth.resolve(SynthesisRequest(text="One.", voice="vivian", language="en"))
-        raw = [c.pcm async for c in synth.stream(request)]
+        raw = sentences([c async for c in synth.stream(request)])
         server.set_mode("sse_only")
-        events = [c.pcm async for c in synth.stream(request)]
-        assert events == raw and len(raw[0]) == len(tone(0.6))
+        events = sentences([c async for c in synth.stream(request)])
+        assert events == raw and len(raw[0][1]) == len(tone(0.6))
         for mode, words in (("sse_error", "engine died"), ("sse_truncated", "speech.audio.done")):
             server.set_mode(mode)
             with pytest.raises(BackendError) as err:
                 [c async for c in synth.stream(request)]
-            assert (err.value.status, err.value.code) == (502, "backend_bad_response"), mode
+            assert (engine_status(err.value), err.value.code) == (502, "backend_bad_response"), mode
             assert words in err.value.message, err.value.message
     finally:
         await backend.aclose()
@@ -406,7 +454,11 @@ async def test_a_base_model_offers_no_default_voice(server: FaultServer) -> None
         }
         with pytest.raises(BackendError) as err:
             await backend.request_json("POST", "/v1/audio/speech", json_body=body)
-        assert (err.value.status, err.value.code, err.value.upstream_status) == (502, "backend_rejected", 400)
+        assert (engine_status(err.value), err.value.code, err.value.upstream_status) == (
+            502,
+            "backend_rejected",
+            400,
+        )
         assert "requires 'ref_audio' or 'speaker_embedding'" in err.value.message
     finally:
         await backend.aclose()
@@ -416,7 +468,9 @@ async def test_a_base_model_offers_no_default_voice(server: FaultServer) -> None
         await backend.poll_once()
         assert [(v.id, v.aliases) for v in synth.voices()] == [("narrator", ("default",))]
         request = synth.resolve(SynthesisRequest(text="Hello.", voice="default"))
-        assert request.voice == "narrator" and [c.index async for c in synth.stream(request)] == [0]
+        assert request.voice == "narrator" and [c.index async for c in synth.stream(request) if c.final] == [
+            0
+        ]
         sent = server.last_bodies["/v1/audio/speech"]
         assert (sent["voice"], sent["task_type"], "ref_audio" in sent) == ("narrator", "Base", False)
     finally:
@@ -453,7 +507,7 @@ async def test_a_voice_the_server_lost_goes_inline_and_is_registered_again(serve
         server.forget()  # restarted on empty storage between two polls
         request = synth.resolve(SynthesisRequest(text="Hello.", voice="narrator"))
         chunks = [c async for c in synth.stream(request)]
-        assert [c.index for c in chunks] == [0]
+        assert [i for i, _ in sentences(chunks)] == [0]
         sent = server.last_bodies["/v1/audio/speech"]
         assert sent["ref_audio"].startswith("data:audio/wav;base64,") and sent["ref_text"]
         for _ in range(50):  # registered again in the background; meanwhile requests go inline
@@ -492,14 +546,14 @@ async def test_refusals_are_clear_errors_naming_the_backend_and_its_message(serv
             with pytest.raises(BackendError) as err:
                 await backend.request_json("POST", "/v1/audio/speech", json_body=body)
             e = err.value
-            assert (e.status, e.code, e.backend, e.upstream_status) == (
+            assert (engine_status(e), e.code, e.backend, e.upstream_status) == (
                 502,
                 "backend_rejected",
                 "tts",
                 status,
             )
             assert words in e.message and words in e.upstream_message, e.message
-            assert e.body()["error"]["backend_status"] == status
+            assert from_engine_error(e).body()["error"]["backend_status"] == status  # type: ignore[union-attr]
             if status == 404:
                 for _ in range(250):
                     if server.hits["GET /v1/models"] > models_before:

@@ -13,7 +13,7 @@ import importlib.resources
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from gateway.engines.base import (
     ResponseEvent,
 )
 from gateway.engines.embedded.lifecycle import EmbeddedModel
+from gateway.engines.languages import check_language
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,11 @@ class LlamaResponder(EmbeddedModel):
     # -- catalogue ---------------------------------------------------------------------------
     def languages(self) -> Sequence[str]:
         return ("en",)
+
+    def check_language(self, language: str | None) -> str:
+        code = check_language(language, self.languages(), "omni", default="en")
+        assert code is not None
+        return code
 
     def models(self) -> Sequence[ModelInfo]:
         return (ModelInfo("omni", MODEL_ID, self.name, self._state, self._error),)
@@ -161,7 +167,7 @@ class LlamaResponder(EmbeddedModel):
         finally:
             loop.call_soon_threadsafe(put, _END)
 
-    async def respond(self, request: ConversationRequest) -> AsyncIterator[ResponseEvent]:
+    async def respond(self, request: ConversationRequest) -> AsyncGenerator[ResponseEvent, None]:
         if self._state is not ModelState.READY:
             raise EngineNotReadyError("omni", self._error)
         loop = asyncio.get_running_loop()

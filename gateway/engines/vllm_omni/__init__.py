@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from gateway.engines.base import Responder
 from gateway.engines.registry import Engines
 from gateway.engines.vllm_omni.backend import BackendClient, BackendCollector, BackendConfig
 from gateway.engines.vllm_omni.omni import VllmOmniResponder, VllmOmniTranscriber
@@ -68,10 +69,9 @@ def build_vllm_omni(settings: Settings) -> Engines:
         seed=settings.tts_seed,
     )
     asr = VllmOmniTranscriber(omni)
-    responder = VllmOmniResponder(
+    responder: Responder = VllmOmniResponder(
         omni,
         settings.audio_sample_rate,
-        synth,
         speaker=settings.omni_speaker,
         audio_output=settings.omni_audio_output,
     )
@@ -79,7 +79,7 @@ def build_vllm_omni(settings: Settings) -> Engines:
         if realtime_ws_supported(settings.omni_server_version):
             from gateway.engines.vllm_omni.realtime import VllmOmniRealtimeResponder
 
-            responder = VllmOmniRealtimeResponder(  # type: ignore[assignment]
+            responder = VllmOmniRealtimeResponder(
                 omni, settings.omni_ws_url, settings.audio_sample_rate, speaker=settings.omni_speaker
             )
             log.info("conversation over %s/v1/realtime (OpenAI GA schema)", settings.omni_ws_url)

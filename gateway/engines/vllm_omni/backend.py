@@ -9,9 +9,10 @@ What it adds over a bare `httpx.AsyncClient`:
 - a background health poller (`GET /health`, `GET /v1/models`, fact sheet §6) that knows vLLM-Omni's
   load-time behaviour: the socket is bound but not listening while the stages load, so connections are
   *refused* for minutes; that is reported as "loading", not as an error;
-- every failure mapped to a client error that names the backend: 503 unavailable / loading / breaker open,
-  504 timeout, 502 bad answer, 502 `backend_rejected` (the server refused our request with a 4xx: its
-  status, error type and message are passed on);
+- every failure a `BackendError` (engines/errors.py) naming the backend, with a domain code the gateway's
+  edges map to a status: `backend_unavailable` / `backend_loading` / `backend_circuit_open`,
+  `backend_timeout`, `backend_bad_response`, `backend_rejected` (the server refused our request with a 4xx:
+  its status, error type and message are passed on);
 - `GET /version` on every (re)connect: a server that does not speak the 0.30.x wire format is logged as a
   WARNING, and the version shows in the component's detail (/models).
 """
@@ -24,7 +25,7 @@ import enum
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,54 +34,24 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.engines.base import ModelState
+from gateway.engines.errors import BackendError
 from gateway.engines.vllm_omni.protocol import WIRE_VERSION_TEXT, wire_version_matches
-from gateway.errors import APIError
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 
 
-class BackendError(APIError):
-    """A backend failure as the gateway's client sees it: the JSON body names the backend.
-
-    When the server answered with an error, `upstream_status` / `upstream_type` / `upstream_message` are its
-    HTTP status and vLLM's `error.type` / `error.message` (the body also carries `backend_status`).
-    """
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        backend: str,
-        message: str,
-        *,
-        counts: bool = True,
-        upstream_status: int | None = None,
-        upstream_type: str = "",
-        upstream_message: str = "",
-    ) -> None:
-        extra: dict[str, Any] = {"backend": backend}
-        if upstream_status is not None:
-            extra["backend_status"] = upstream_status
-        super().__init__(status, code, message, **extra)
-        self.backend = backend
-        self.counts = counts  # False for failures that say nothing about the backend's health
-        self.upstream_status = upstream_status
-        self.upstream_type = upstream_type
-        self.upstream_message = upstream_message
-
-
 def unavailable(backend: str, message: str, code: str = "backend_unavailable") -> BackendError:
-    return BackendError(503, code, backend, message)
+    return BackendError(code, backend, message)
 
 
 def timed_out(backend: str, message: str) -> BackendError:
-    return BackendError(504, "backend_timeout", backend, message)
+    return BackendError("backend_timeout", backend, message)
 
 
 def bad_answer(backend: str, message: str) -> BackendError:
-    return BackendError(502, "backend_bad_response", backend, message)
+    return BackendError("backend_bad_response", backend, message)
 
 
 @dataclass(frozen=True)
@@ -424,7 +395,6 @@ class BackendClient:
             self.stats.count("rejected")
             self.stats.fail("backend_circuit_open")
             raise BackendError(
-                503,
                 "backend_circuit_open",
                 self.name,
                 f"the {self.name} backend failed repeatedly; not retrying for "
@@ -504,7 +474,7 @@ class BackendClient:
             self.stats.count("ok")
             self.record_success()
         except BackendError as err:
-            if err.backend != self.name:  # another backend failed inside this block (the TTS fallback)
+            if err.backend != self.name:  # another backend failed inside this block: no verdict on ours
                 self.breaker.release()
                 raise
             self.stats.count("error")
@@ -548,7 +518,6 @@ class BackendClient:
             if status == 404 and param == "model":
                 self.rediscover()
             return BackendError(
-                502,
                 "backend_rejected",
                 self.name,
                 f"the {self.name} backend refused the request ({status} {kind or response.reason_phrase}): "
@@ -559,7 +528,6 @@ class BackendClient:
                 upstream_message=message,
             )
         return BackendError(
-            502,
             "backend_bad_response",
             self.name,
             f"the {self.name} backend answered {status}: {message}",
@@ -597,7 +565,7 @@ class BackendResponse:
                 f"the {self.name} backend did not finish within {self._client.config.total_timeout:g} s",
             )
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self.response.aiter_raw():
                 self.bytes_read += len(chunk)
@@ -613,7 +581,7 @@ class BackendResponse:
                 self.name, f"the {self.name} backend broke off its response: {exc.__class__.__name__}"
             ) from None
 
-    async def iter_lines(self) -> AsyncIterator[str]:
+    async def iter_lines(self) -> AsyncGenerator[str, None]:
         buffer = b""
         async for chunk in self.iter_bytes():
             buffer += chunk

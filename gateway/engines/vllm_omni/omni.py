@@ -5,28 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import numpy as np
 
 from gateway.audio.resample import resample
-from gateway.audio.text import split_sentences
 from gateway.engines.base import (
     ConversationRequest,
     ModelInfo,
     ModelState,
     ResponseEvent,
-    SynthesisRequest,
-    Synthesizer,
     Transcription,
     TranscriptSegment,
-    UnknownVoiceError,
-    UnsupportedLanguageError,
 )
-from gateway.engines.languages import NAMES, normalize_language
+from gateway.engines.languages import NAMES, check_language
 from gateway.engines.vllm_omni.audio import PcmJoiner
-from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer
+from gateway.engines.vllm_omni.backend import BackendClient, bad_answer
 from gateway.engines.vllm_omni.protocol import (
     ASR_INSTRUCTION,
     DONE,
@@ -67,6 +62,13 @@ class OmniComponent:
         return tuple(NAMES)
 
 
+def conversation_language(component: OmniComponent, language: str | None) -> str:
+    """The Omni responders' language check: any language Qwen3-Omni speaks, English when none is named."""
+    code = check_language(language, component.languages(), "omni", default="en")
+    assert code is not None
+    return code
+
+
 class VllmOmniTranscriber(OmniComponent):
     """ASR through chat completions: the audio part plus an instruction, `modalities: ["text"]` (§5)."""
 
@@ -85,13 +87,7 @@ class VllmOmniTranscriber(OmniComponent):
         )
 
     def check_language(self, language: str | None) -> str | None:
-        code = normalize_language(language)
-        if code is not None and code not in self.languages():
-            raise UnsupportedLanguageError(
-                f"language {language!r} is not supported for transcription; supported: "
-                + ", ".join(self.languages())
-            )
-        return code
+        return check_language(language, self.languages(), "asr", default=None)  # None: Omni detects it
 
     async def transcribe(self, samples: object, language: str | None = None) -> Transcription:
         self.backend.check_usable("asr")
@@ -127,9 +123,10 @@ class VllmOmniResponder(OmniComponent):
     """The conversation engine: the user's audio in, streamed text and audio out, with the history.
 
     Audio out comes from Qwen3-Omni itself (SSE chunks with `modality: "audio"`, each a whole 24 kHz WAV,
-    §2). When the deployment has no audio output (`OMNI_AUDIO_OUTPUT=off`, a thinker-only deploy config, or
-    `auto` and a reply that came back without audio) the text is spoken by the TTS Synthesizer instead,
-    sentence by sentence as it streams.
+    §2). Where the deployment has none, the reply is text only and the voice pipeline speaks it with the
+    Synthesizer: `OMNI_AUDIO_OUTPUT=off` says so up front (`produces_audio` False); with `auto` the first
+    reply that comes back without audio (a thinker-only deploy config) says so (`has_audio` False on its
+    usage event), and later replies ask for text only.
     """
 
     name = "vllm-omni"
@@ -139,14 +136,12 @@ class VllmOmniResponder(OmniComponent):
         self,
         backend: BackendClient,
         sample_rate: int,
-        tts: Synthesizer | None,
         speaker: str = "ethan",
         audio_output: str = "auto",
         system_prompt: str = QWEN_OMNI_SYSTEM_PROMPT,
     ) -> None:
         self.backend = backend
         self.sample_rate = sample_rate
-        self._tts = tts
         self._speaker = speaker.lower()
         self._audio_output = audio_output  # "auto" | "on" | "off"
         self._system_prompt = system_prompt
@@ -154,10 +149,10 @@ class VllmOmniResponder(OmniComponent):
 
     @property
     def produces_audio(self) -> bool:
-        return self._audio_output != "off" or self._tts is not None
+        return self._audio_output != "off"
 
-    def voices(self) -> Sequence[str]:
-        return OMNI_SPEAKERS
+    def check_language(self, language: str | None) -> str:
+        return conversation_language(self, language)
 
     def models(self) -> Sequence[ModelInfo]:
         return (
@@ -189,7 +184,7 @@ class VllmOmniResponder(OmniComponent):
         wanted = voice.strip().lower()
         return wanted if wanted in OMNI_SPEAKERS else self._speaker
 
-    async def respond(self, request: ConversationRequest) -> AsyncIterator[ResponseEvent]:
+    async def respond(self, request: ConversationRequest) -> AsyncGenerator[ResponseEvent, None]:
         self.backend.check_usable("omni")
         b64 = None
         if request.audio is not None:
@@ -207,9 +202,7 @@ class VllmOmniResponder(OmniComponent):
             max_tokens=request.max_tokens,
         )
         joiner = PcmJoiner(self.sample_rate)
-        pending_text = ""  # text not yet spoken by the TTS fallback
         reply_text = ""
-        spoken_by_tts = not want_audio and self._tts is not None
         got_audio = False
         tokens = 0
         t_first: float | None = None
@@ -236,16 +229,6 @@ class VllmOmniResponder(OmniComponent):
                         tokens += 1
                         reply_text += chunk.text
                         yield ResponseEvent(kind="text", text=chunk.text)
-                        if spoken_by_tts:
-                            pending_text += chunk.text
-                            spans = split_sentences(pending_text)
-                            if len(spans) >= 2:
-                                ready, pending_text = (
-                                    pending_text[: spans[-1].start],
-                                    pending_text[spans[-1].start :],
-                                )
-                                async for ev in self._speak(ready, request):
-                                    yield ev
                     elif chunk.modality == "audio" and chunk.audio_b64:
                         wav = decode_wav_b64(chunk.audio_b64)
                         got_audio = True
@@ -261,40 +244,15 @@ class VllmOmniResponder(OmniComponent):
                 raise bad_answer(
                     self.backend.name, f"the omni backend's stream is malformed: {exc}"
                 ) from None
+        if want_audio and not got_audio and reply_text.strip() and self._audio_output == "auto":
+            log.warning("the omni deployment returned no audio: replies are spoken by the TTS engine")
+            self._audio_output = "off"
         completion = int((usage or {}).get("completion_tokens") or 0) or tokens
-        if want_audio and not got_audio and self._tts is not None and reply_text.strip():
-            if self._audio_output == "auto":
-                log.warning("the omni deployment returned no audio: replies are spoken by the TTS server")
-                self._audio_output = "off"
-            async for ev in self._speak(reply_text, request):
-                yield ev
-        elif spoken_by_tts and pending_text.strip():
-            async for ev in self._speak(pending_text, request):
-                yield ev
         # Throughput from the server's own count (`usage.completion_tokens`) over the span the text streamed
         # in; a delta can carry several tokens, so counting deltas would under-report.
         span = t_last - t_first if t_first is not None else 0.0
         tps = (completion - 1) / span if completion > 1 and span > 0 else None
         self.last_tokens_per_second = tps
-        yield ResponseEvent(kind="usage", completion_tokens=completion, tokens_per_second=tps)
-
-    async def _speak(self, text: str, request: ConversationRequest) -> AsyncIterator[ResponseEvent]:
-        if self._tts is None or not text.strip():
-            return
-        try:
-            try:  # the session's voice is a TTS voice name when it is not an Omni speaker
-                synth_request = self._tts.resolve(
-                    SynthesisRequest(text=text, voice=request.voice, language=request.language or "en")
-                )
-            except UnknownVoiceError:
-                synth_request = self._tts.resolve(
-                    SynthesisRequest(text=text, voice="default", language=request.language or "en")
-                )
-        except ValueError as exc:
-            raise BackendError(503, "backend_unavailable", "tts", f"cannot speak the reply: {exc}") from None
-        gen = self._tts.stream(synth_request)
-        try:
-            async for chunk in gen:
-                yield ResponseEvent(kind="audio", pcm=chunk.pcm)
-        finally:
-            await gen.aclose()  # type: ignore[attr-defined]
+        yield ResponseEvent(
+            kind="usage", completion_tokens=completion, tokens_per_second=tps, has_audio=got_audio
+        )

@@ -16,7 +16,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +29,7 @@ from gateway.audio.resample import resample
 from gateway.engines.base import ConversationRequest, ModelInfo, ResponseEvent
 from gateway.engines.vllm_omni.audio import PcmJoiner
 from gateway.engines.vllm_omni.backend import BackendClient, BackendError, bad_answer, timed_out, unavailable
-from gateway.engines.vllm_omni.omni import OmniComponent
+from gateway.engines.vllm_omni.omni import OmniComponent, conversation_language
 from gateway.engines.vllm_omni.protocol import BACKEND_SAMPLE_RATE, OMNI_SPEAKERS, QWEN_OMNI_SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,10 @@ class VllmOmniRealtimeResponder(OmniComponent):
         model = self.backend.model_id or "(not discovered)"
         return (ModelInfo("omni", model, self.name, self.state, self.backend.detail),)
 
-    async def respond(self, request: ConversationRequest) -> AsyncIterator[ResponseEvent]:
+    def check_language(self, language: str | None) -> str:
+        return conversation_language(self, language)
+
+    async def respond(self, request: ConversationRequest) -> AsyncGenerator[ResponseEvent, None]:
         backend = self.backend
         backend.check_usable("omni")
         backend.admit()
@@ -119,7 +122,7 @@ class VllmOmniRealtimeResponder(OmniComponent):
     async def _send(self, ws: Any, type_: str, **fields: Any) -> None:
         await ws.send(json.dumps({"type": type_, **fields}))
 
-    async def _converse(self, ws: Any, request: ConversationRequest) -> AsyncIterator[ResponseEvent]:
+    async def _converse(self, ws: Any, request: ConversationRequest) -> AsyncGenerator[ResponseEvent, None]:
         deadline = time.monotonic() + self.backend.config.total_timeout
         while (await self._recv(ws, deadline))["type"] != "session.created":
             pass
@@ -174,6 +177,7 @@ class VllmOmniRealtimeResponder(OmniComponent):
         t_first: float | None = None
         t_last = 0.0
         deltas = 0
+        got_audio = False
         while True:
             event = await self._recv(ws, deadline)
             kind = event["type"]
@@ -191,6 +195,7 @@ class VllmOmniRealtimeResponder(OmniComponent):
                 except ValueError:
                     raise bad_answer("omni", "an output_audio delta is not valid base64") from None
                 pcm = joiner.push(data, BACKEND_SAMPLE_RATE)
+                got_audio = got_audio or bool(data)
                 if pcm:
                     yield ResponseEvent(kind="audio", pcm=pcm)
             elif kind == "error":
@@ -214,5 +219,7 @@ class VllmOmniRealtimeResponder(OmniComponent):
                 span = t_last - t_first if t_first is not None else 0.0
                 tps = (tokens - 1) / span if tokens > 1 and span > 0 else None
                 self.last_tokens_per_second = tps
-                yield ResponseEvent(kind="usage", completion_tokens=tokens, tokens_per_second=tps)
+                yield ResponseEvent(
+                    kind="usage", completion_tokens=tokens, tokens_per_second=tps, has_audio=got_audio
+                )
                 return

@@ -1,4 +1,5 @@
-"""The Synthesizer over vLLM-Omni's TTS server (Qwen3-TTS 0.6B Base), streaming PCM sentence by sentence.
+"""The Synthesizer over vLLM-Omni's TTS server (Qwen3-TTS 0.6B Base): sentence by sentence, each sentence's
+PCM handed on in pieces as the server streams it (the first audio does not wait for the sentence's end).
 
 Voices: the Base model has no built-in voices (fact sheet §3 "0.6B Base has no built-in voices"), so the
 gateway's voices are reference clips from configuration: `TTS_VOICES_DIR/<name>.<wav|flac|mp3|ogg>` with its
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import mimetypes
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +30,12 @@ from typing import Any
 from gateway.audio.decode import AudioDecodeError, decode_audio
 from gateway.audio.text import split_sentences
 from gateway.engines.base import (
-    EngineNotReadyError,
     ModelInfo,
     ModelState,
     SynthesisChunk,
     SynthesisRequest,
-    UnknownVoiceError,
-    UnsupportedLanguageError,
     Voice,
+    VoiceCatalog,
 )
 from gateway.engines.languages import NAMES, normalize_language
 from gateway.engines.vllm_omni.audio import PcmJoiner, change_tempo
@@ -287,26 +288,16 @@ class VllmOmniSynthesizer:
             detail = "; ".join(d for d in (detail, self._no_voice_reason()) if d)
         return (ModelInfo("tts", self.backend.model_id or "(not discovered)", self.name, self.state, detail),)
 
+    def catalog(self) -> VoiceCatalog:
+        unavailable = self._no_voice_reason() if self.state is ModelState.READY else self.backend.detail
+        return VoiceCatalog(tuple(self.voices()), tuple(self.languages()), unavailable=unavailable)
+
+    def check_language(self, language: str | None) -> str:
+        catalog = self.catalog()
+        return catalog.check_language(language, catalog.default())
+
     def resolve(self, request: SynthesisRequest) -> SynthesisRequest:
-        voices = self.voices()
-        wanted = request.voice.strip().lower()
-        voice = next((v for v in voices if wanted == v.id or wanted in v.aliases), None)
-        if voice is None:
-            if not voices and self.state is not ModelState.READY:
-                raise EngineNotReadyError("tts", self.backend.detail)
-            if not voices:
-                raise EngineNotReadyError("tts", self._no_voice_reason())
-            known = (
-                ", ".join(sorted({v.id for v in voices} | {a for v in voices for a in v.aliases})) or "none"
-            )
-            raise UnknownVoiceError(f"unknown voice {request.voice!r}; available: {known}")
-        language = normalize_language(request.language) or voice.language
-        if language not in self.languages():
-            raise UnsupportedLanguageError(
-                f"language {request.language!r} is not supported by the TTS server; supported: "
-                + ", ".join(self.languages())
-            )
-        return SynthesisRequest(text=request.text, voice=voice.id, language=language, speed=request.speed)
+        return self.catalog().resolve_request(request)
 
     # -- synthesis ---------------------------------------------------------------------------
     def _body(self, text: str, voice: str, language: str) -> dict[str, Any]:
@@ -330,96 +321,181 @@ class VllmOmniSynthesizer:
             text, model=model, language=lang_name, voice=clip.name, ref_text=clip.ref_text, seed=self._seed
         )
 
-    async def _sentence(self, text: str, voice: str, language: str, speed: float) -> tuple[bytes, float]:
-        t0 = time.perf_counter()
-        try:
-            pcm = await self._fetch(text, voice, language)
-        except BackendError as exc:
-            if exc.upstream_status != 400 or not is_lost_voice_error(exc.upstream_message):
-                raise
-            clip = self._clips.get(voice)
-            if clip is None:
-                # A speaker the server listed cannot speak without a reference after all: stop offering it.
-                if voice in self._builtin:
-                    log.warning("the TTS server cannot speak its voice %r: %s", voice, exc.upstream_message)
-                    self._builtin.remove(voice)
-                raise
-            if voice not in self._registered:
-                raise
-            # The server lost a voice we uploaded (restarted on empty storage: 400 "Base task with
-            # built-in speaker 'x' requires 'ref_audio'"): this sentence goes again with the clip inline,
-            # and the voice is uploaded again in the background.
-            log.warning("the TTS server no longer knows voice %r: sending its clip inline", voice)
-            self._registered.discard(voice)
-            self._reregister(clip)
-            pcm = await self._fetch(text, voice, language)
-        if abs(speed - 1.0) > 1e-3:
-            pcm = await asyncio.to_thread(change_tempo, pcm, self.sample_rate, speed)
-        return pcm, time.perf_counter() - t0
+    def _recover_lost_voice(self, exc: BackendError, voice: str) -> bool:
+        """Can a sentence refused with `exc` go again with the clip inline? True when the server lost a voice
+        we uploaded (restarted on empty storage: 400 "Base task with built-in speaker 'x' requires
+        'ref_audio'"); the voice is then uploaded again in the background."""
+        if exc.upstream_status != 400 or not is_lost_voice_error(exc.upstream_message):
+            return False
+        clip = self._clips.get(voice)
+        if clip is None:
+            # A speaker the server listed cannot speak without a reference after all: stop offering it.
+            if voice in self._builtin:
+                log.warning("the TTS server cannot speak its voice %r: %s", voice, exc.upstream_message)
+                self._builtin.remove(voice)
+            return False
+        if voice not in self._registered:
+            return False
+        log.warning("the TTS server no longer knows voice %r: sending its clip inline", voice)
+        self._registered.discard(voice)
+        self._reregister(clip)
+        return True
 
-    async def _fetch(self, text: str, voice: str, language: str) -> bytes:
-        """One sentence, whole: the streamed PCM16 24 kHz joined and brought to the gateway's rate.
+    async def _audio(self, text: str, voice: str, language: str) -> AsyncGenerator[bytes, None]:
+        """One sentence's PCM, piece by piece, with one inline retry for a voice the server lost (refused
+        before any audio, so nothing is said twice)."""
+        try:
+            async with contextlib.aclosing(self._fetch(text, voice, language)) as pieces:
+                async for pcm in pieces:
+                    yield pcm
+            return
+        except BackendError as exc:
+            if not self._recover_lost_voice(exc, voice):
+                raise
+        async with contextlib.aclosing(self._fetch(text, voice, language)) as pieces:
+            async for pcm in pieces:
+                yield pcm
+
+    async def _fetch(self, text: str, voice: str, language: str) -> AsyncGenerator[bytes, None]:
+        """One sentence as the server streams it: PCM16 24 kHz brought to the gateway's rate, yielded as the
+        bytes arrive (vLLM-Omni sends a first codec chunk early: `initial_codec_chunk_frames`).
 
         We ask for raw bytes (`stream_format: "audio"`); a server that answers with events anyway
-        (`text/event-stream`: vLLM-Omni 0.30.0's default for `stream: true`) is read as events."""
+        (`text/event-stream`: vLLM-Omni 0.30.0's default for `stream: true`) is read as events. A refusal
+        comes before the first piece (the status line), never after one."""
         joiner = PcmJoiner(self.sample_rate)
-        parts: list[bytes] = []
+        produced = False
         async with self.backend.stream(
             "POST", "/v1/audio/speech", json_body=self._body(text, voice, language)
         ) as resp:
             ctype = resp.response.headers.get("content-type", "")
             if ctype.startswith("text/event-stream"):
-                pieces = _sse_pcm(resp)
+                chunks = _sse_pcm(resp)
             elif not ctype or ctype.startswith(("audio/", "application/octet-stream")):
-                pieces = resp.iter_bytes()
+                chunks = resp.iter_bytes()
             else:
                 raise bad_answer("tts", f"the TTS server answered {ctype!r} instead of PCM audio")
-            async for chunk in pieces:
-                parts.append(joiner.push(chunk, BACKEND_SAMPLE_RATE))
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    pcm = joiner.push(chunk, BACKEND_SAMPLE_RATE)
+                    if pcm:
+                        produced = True
+                        yield pcm
             try:
-                parts.append(joiner.finish())
+                tail = joiner.finish()
             except ValueError as exc:
                 raise bad_answer("tts", f"the TTS server sent truncated audio: {exc}") from None
-        pcm = b"".join(parts)
-        if not pcm:
+            if tail:
+                produced = True
+                yield tail
+        if not produced:
             raise bad_answer("tts", "the TTS server sent no audio for a sentence")
-        return pcm
 
-    async def stream(self, request: SynthesisRequest) -> AsyncIterator[SynthesisChunk]:
+    async def _produce(
+        self, audio: _SentenceAudio, text: str, voice: str, language: str, speed: float
+    ) -> None:
+        try:
+            async with contextlib.aclosing(self._audio(text, voice, language)) as pieces:
+                if abs(speed - 1.0) > 1e-3:
+                    # vLLM-Omni refuses `speed` with `stream`; re-timing needs the whole sentence.
+                    pcm = b"".join([p async for p in pieces])
+                    audio.put(await asyncio.to_thread(change_tempo, pcm, self.sample_rate, speed))
+                else:
+                    async for pcm in pieces:
+                        audio.put(pcm)
+        except Exception as exc:  # handed to the consumer, in order after the pieces that came
+            audio.finish(exc)
+        else:
+            audio.finish()
+
+    def _request(self, text: str, request: SynthesisRequest) -> _SentenceAudio:
+        audio = _SentenceAudio()
+        audio.task = asyncio.create_task(
+            self._produce(audio, text, request.voice, request.language, request.speed), name="tts-sentence"
+        )
+        return audio
+
+    async def stream(self, request: SynthesisRequest) -> AsyncGenerator[SynthesisChunk, None]:
+        """Sentences in order, each in pieces as its audio streams in (whole when `speed` is not 1)."""
         self.backend.check_usable("tts")
         spans = split_sentences(request.text, self._max_sentence_chars)
         # Pipelining: later sentences are requested while earlier ones are handed out, hiding the server's
         # time to first audio between sentences. The first sentence goes alone, so it does not share the
         # server with the second one: time to first audio comes first. Closing the iterator cancels what
-        # is still in flight.
-        tasks: list[asyncio.Task[tuple[bytes, float]]] = []
+        # is still in flight, the sentence being handed out included.
+        inflight: list[_SentenceAudio] = []
         try:
             for index, span in enumerate(spans):
                 depth = 0 if index == 0 else self._lookahead
-                while len(tasks) <= depth and len(tasks) + index < len(spans):
-                    nxt = spans[index + len(tasks)]
-                    tasks.append(
-                        asyncio.create_task(
-                            self._sentence(nxt.text, request.voice, request.language, request.speed)
-                        )
+                while len(inflight) <= depth and len(inflight) + index < len(spans):
+                    inflight.append(self._request(spans[index + len(inflight)].text, request))
+                audio = inflight[0]
+                final = False
+                while (piece := await audio.next()) is not None:
+                    pcm, at, final = piece
+                    yield SynthesisChunk(
+                        pcm=pcm,
+                        sample_rate=self.sample_rate,
+                        index=index,
+                        text_start=span.start,
+                        text_end=span.end,
+                        generation_s=at - audio.started,
+                        final=final,
                     )
-                pcm, took = await tasks.pop(0)
-                yield SynthesisChunk(
-                    pcm=pcm,
-                    sample_rate=self.sample_rate,
-                    index=index,
-                    text_start=span.start,
-                    text_end=span.end,
-                    generation_s=took,
-                )
+                if not final:  # the end of the stream came after its last piece was handed out
+                    yield SynthesisChunk(
+                        pcm=b"",
+                        sample_rate=self.sample_rate,
+                        index=index,
+                        text_start=span.start,
+                        text_end=span.end,
+                        generation_s=time.perf_counter() - audio.started,
+                    )
+                inflight.pop(0)
         finally:
-            for task in tasks:
-                task.cancel()
+            for audio in inflight:
+                if audio.task is not None:
+                    audio.task.cancel()
+            tasks = [a.task for a in inflight if a.task is not None]
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _sse_pcm(resp: BackendResponse) -> AsyncIterator[bytes]:
+class _SentenceAudio:
+    """One sentence requested from the TTS server: its PCM pieces collect here as they stream in, so the
+    consumer can hand each out at once and knows, when the stream has ended already, which one is last."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.task: asyncio.Task[None] | None = None
+        self._pieces: deque[tuple[bytes, float]] = deque()  # (pcm, arrival time)
+        self._done = False
+        self._error: BaseException | None = None
+        self._changed = asyncio.Event()
+
+    def put(self, pcm: bytes) -> None:
+        self._pieces.append((pcm, time.perf_counter()))
+        self._changed.set()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self._done, self._error = True, error
+        self._changed.set()
+
+    async def next(self) -> tuple[bytes, float, bool] | None:
+        """(pcm, arrival time, is the last piece), or None once every piece was handed out; raises the
+        sentence's failure after the pieces that came before it."""
+        while not self._pieces and not self._done:
+            self._changed.clear()
+            await self._changed.wait()
+        if self._pieces:
+            pcm, at = self._pieces.popleft()
+            return pcm, at, self._done and self._error is None and not self._pieces
+        if self._error is not None:
+            raise self._error
+        return None
+
+
+async def _sse_pcm(resp: BackendResponse) -> AsyncGenerator[bytes, None]:
     """PCM from `/v1/audio/speech` events (`speech.audio.delta` ... `speech.audio.done`). A stream that ends
     before `speech.audio.done` is truncated; a `speech.audio.error` event fails the sentence."""
     try:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +45,7 @@ from gateway.sessions.realtime.items import (
     SpokenSpan,
     WordSpan,
     cut_at,
+    fit_history,
     item_from_param,
     new_id,
 )
@@ -83,6 +85,8 @@ _CODES = {
 
 class Transport(Protocol):
     async def send_json(self, data: Any) -> None: ...
+
+    async def send_text(self, data: str) -> None: ...
 
     async def receive(self) -> Any: ...
 
@@ -160,15 +164,10 @@ class RealtimeConnection:
         self.session_id = new_id("sess")
         self.config: RealtimeConfig = initial_config(intent, model)
         self.wire = Wire(beta, transcription=self.config.type == "transcription")
-        self.items = ItemStore()
+        self.items = ItemStore(max_bytes=settings.realtime_max_conversation_bytes)
         self.rate = settings.audio_sample_rate
-        self.core = VoiceSession(
-            engines,
-            settings,
-            self._on_core_event,
-            metrics,
-            history=ItemHistory(self.items, settings.voice_history_tokens),
-        )
+        self._history = ItemHistory(self.items, settings.voice_history_tokens)
+        self.core = VoiceSession(engines, settings, self._on_core_event, metrics, history=self._history)
         self.core.word_timings = True  # truncation maps audio time to words with the synthesizer's timing
         self._decoder = InputDecoder(self.config.input_format, self.rate)
         self._encoder = OutputEncoder(self.config.output_format, self.rate)
@@ -181,7 +180,8 @@ class RealtimeConnection:
         self._captions = (
             LiveCaptions(engines.transcriber, self.rate) if self.config.type == "transcription" else None
         )
-        self._handlers = {
+        # Each handler takes its own event class; parse_client_event picks the class by `type`.
+        self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "session.update": self._on_session_update,
             "transcription_session.update": self._on_session_update,
             "input_audio_buffer.append": self._on_append,
@@ -266,7 +266,7 @@ class RealtimeConnection:
         try:
             event = p.parse_client_event(raw)
             event_id = event.event_id
-            await self._handlers[event.type](event)  # type: ignore[arg-type]
+            await self._handlers[event.type](event)
         except RealtimeError as err:
             err.event_id = err.event_id or event_id
             await self.error(err)
@@ -274,11 +274,13 @@ class RealtimeConnection:
             voice = from_exception(exc)
             if voice is None:
                 log.exception("realtime event failed")
-                err = RealtimeError("internal_error", "The event failed on the server.", type="server_error")
+                failure = RealtimeError(
+                    "internal_error", "The event failed on the server.", type="server_error"
+                )
             else:
-                err = RealtimeError(_CODES.get(voice.code, voice.code), voice.message)
-            err.event_id = event_id
-            await self.error(err)
+                failure = RealtimeError(_CODES.get(voice.code, voice.code), voice.message)
+            failure.event_id = event_id
+            await self.error(failure)
 
     async def _on_session_update(self, event: p.SessionUpdate | p.TranscriptionSessionUpdate) -> None:
         beta_transcription = event.type == "transcription_session.update"
@@ -319,7 +321,7 @@ class RealtimeConnection:
 
     async def _on_item_create(self, event: p.ConversationItemCreate) -> None:
         # Everything that can be refused is checked before any audio is decoded or transcribed.
-        item_from_param(event.item)
+        self.items.check_room(item_from_param(event.item))
         if event.item.id is not None and event.item.id in self.items:
             raise RealtimeError(
                 "duplicate_item_id", f"Item with id {event.item.id!r} already exists.", param="item.id"
@@ -415,8 +417,8 @@ class RealtimeConnection:
             # The prompt is exactly these items (OpenAI's custom context); references name existing items.
             context = [await self._input_item(item, i) for i, item in enumerate(params.input)]
             instructions = params.instructions or self.config.instructions or self.core.config.instructions
-            messages = [ChatMessage("system", instructions)]
-            messages += [ChatMessage(item.role, item.text()) for item in context if item.text()]
+            given = [ChatMessage(item.role, item.text()) for item in context if item.text()]
+            messages = [ChatMessage("system", instructions), *fit_history(given, self._history.budget_chars)]
         asked = params.output_modalities or params.modalities
         modalities = (
             (("audio",) if "audio" in asked else ("text",)) if asked else self.config.output_modalities
@@ -514,7 +516,7 @@ class RealtimeConnection:
         self._pending_item_id = None
         self._user_items[event.item_id] = item_id
         item = Item(item_id, "user", [ContentPart("input_audio", transcript=None, audio_ms=event.audio_ms)])
-        previous = self.items.add(item)
+        previous = self.items.add(item, make_room=True)
         await self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
         await self._announce_item(item, previous)
 
@@ -591,7 +593,7 @@ class RealtimeConnection:
             "response.output_item.added", response_id=r.id, output_index=0, item=item.wire(self.wire.beta)
         )
         if not r.out_of_band:
-            previous = self.items.add(item)
+            previous = self.items.add(item, make_room=True)
             await self.send(
                 "conversation.item.added", previous_item_id=previous, item=item.wire(self.wire.beta)
             )
@@ -656,7 +658,7 @@ class RealtimeConnection:
             details = {"type": "incomplete", "reason": "max_output_tokens"}
         elif status == "failed":
             details = {"type": "failed", "error": {"type": "server_error", "code": "response_failed"}}
-        prompt_chars = sum(len(m.content) for m in self.items.messages())
+        prompt_chars = sum(len(m.content) for m in self.items.messages(self._history.budget_chars))
         input_tokens = prompt_chars // CHARS_PER_TOKEN
         usage = {
             "total_tokens": input_tokens + output_tokens,
@@ -706,9 +708,11 @@ class RealtimeConnection:
                 for w in seg.words
                 if w.text_start >= lead and w.text_end - lead <= len(body)
             )
-            spans.append(SpokenSpan(at, at + seg.total_samples * 1000 / self.rate, start, len(text), words))
-            at += min(seg.sent_samples, seg.total_samples) * 1000 / self.rate
-            if seg.sent_samples < seg.total_samples:
+            # A sentence still being synthesized when the reply stopped spans at least its estimated length.
+            length = seg.expected_samples
+            spans.append(SpokenSpan(at, at + length * 1000 / self.rate, start, len(text), words))
+            at += min(seg.sent_samples, length) * 1000 / self.rate
+            if not seg.heard_whole:
                 break
         return cut_at(text, spans, at)
 

@@ -2,12 +2,19 @@
 
     generate:  responder.respond() -> text deltas (emitted) -> SentenceChunker -> sentence queue
                (or, for a responder that makes audio, its PCM straight to the audio queue)
-    speak:     sentence -> Synthesizer.stream -> audio queue           (text-only responders)
+    speak:     sentence -> Synthesizer.stream -> audio queue           (text-only replies)
     play:      audio queue -> Playout (frames, paced)                  -> AudioOut events
 
-The first sentence is spoken while the model is still writing the second. Cancelling `run()` stops all three
-at their next await: the responder's iterator is closed (which stops generation), the TTS stream is closed,
-and no further frame is sent. `spoken_text()` then maps the audio actually sent back onto the reply text.
+The pipeline alone turns text into speech: a responder emits text and, where it can, audio. When it does not
+produce audio (`produces_audio` False) its text is chunked and spoken as it streams; when it was to produce
+audio and a reply came without any (its usage event says `has_audio` False: a deployment without audio
+output), the reply's text is chunked and spoken once it is complete. Either way the Synthesizer's word
+timings come with the sentences.
+
+The first sentence is spoken while the model is still writing the second, and a sentence's first piece of
+audio is played while the engine still renders the rest of it. Cancelling `run()` stops all three at their
+next await: the responder's iterator is closed (which stops generation), the TTS stream is closed, and no
+further frame is sent. `spoken_text()` then maps the audio actually sent back onto the reply text.
 """
 
 from __future__ import annotations
@@ -20,18 +27,18 @@ from dataclasses import dataclass, replace
 from gateway.engines.base import (
     ConversationRequest,
     Responder,
+    SynthesisChunk,
     SynthesisRequest,
     Synthesizer,
 )
 from gateway.metrics import Metrics
-from gateway.services.speech import stream_speech
+from gateway.services.speech import min_speech_seconds, stream_speech
 from gateway.sessions.voice.chunker import SentenceChunker, speakable
 from gateway.sessions.voice.events import AudioOut, TextDelta, VoiceEvent
 from gateway.sessions.voice.playout import Playout, Segment
 
 Emit = Callable[[VoiceEvent], Awaitable[None]]
 
-_DONE = object()
 # TTS may run this many sentences ahead of playback: enough to never starve, little to throw away on
 # an interrupt.
 _AUDIO_AHEAD = 2
@@ -45,10 +52,11 @@ def _cut_words(text: str, fraction: float) -> str:
 
 def _heard(segment: Segment, sample_rate: int) -> str:
     """The part of a cut segment whose words were sent whole, by the TTS's own word timings; without
-    timings, the words in proportion to the samples sent."""
+    timings, the words in proportion to the samples sent (of its expected length while it was still being
+    synthesized)."""
     text = segment.text or ""
     if not segment.words:
-        return _cut_words(text, segment.sent_samples / max(1, segment.total_samples))
+        return _cut_words(text, segment.sent_samples / max(1, segment.expected_samples))
     sent_s = segment.sent_samples / sample_rate
     whole = [w for w in segment.words if w.end <= sent_s]
     return text[: whole[-1].text_end].strip() if whole else ""
@@ -110,10 +118,11 @@ class ResponseRun:
         self.completion_tokens = 0
         self.tokens_per_second: float | None = None
         self._audio_generated = 0  # samples, for responders that make audio
-        self._responder_audio = bool(getattr(responder, "produces_audio", False))
+        self._responder_audio = responder.produces_audio  # decided per reply: it may learn otherwise
+        self._reply_has_audio = False  # the usage event's word on this reply
         self.playout = Playout(self._send_frame, sample_rate, lead_ms=lead_ms)
-        self._sentences: asyncio.Queue[object] = asyncio.Queue()
-        self._audio: asyncio.Queue[object] = asyncio.Queue(maxsize=_AUDIO_AHEAD)
+        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()  # None: the reply's text has ended
+        self._audio: asyncio.Queue[tuple[Segment, bytes] | None] = asyncio.Queue(maxsize=_AUDIO_AHEAD)
         self._segments = 0
 
     async def _send_frame(self, pcm: bytes, index: int) -> None:
@@ -146,16 +155,22 @@ class ResponseRun:
                 elif event.kind == "usage":
                     self.completion_tokens = event.completion_tokens or self.completion_tokens
                     self.tokens_per_second = event.tokens_per_second
+                    self._reply_has_audio = event.has_audio
                     if self._metrics is not None and event.tokens_per_second is not None:
                         self._metrics.tokens_per_second.labels(engine=self._responder.name).set(
                             event.tokens_per_second
                         )
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        if not self._responder_audio and self.speak:
+            await stream.aclose()
+        if self.speak and not self._responder_audio:
             for sentence in chunker.flush():
                 await self._queue_sentence(sentence)
-        await self._sentences.put(_DONE)
+        elif self.speak and not self._reply_has_audio and self.text.strip():
+            # The responder was to speak and answered in text only: the Synthesizer speaks the reply.
+            fallback = SentenceChunker()
+            for sentence in [*fallback.feed(self.text), *fallback.flush()]:
+                await self._queue_sentence(sentence)
+        await self._sentences.put(None)
 
     async def _queue_sentence(self, sentence: str) -> None:
         text = speakable(sentence)
@@ -166,12 +181,8 @@ class ResponseRun:
         await self._sentences.put(text)
 
     async def _speak(self) -> None:
-        if self._responder_audio:
-            await self._sentences.get()  # only the end marker comes this way
-            await self._audio.put(_DONE)
-            return
-        while (sentence := await self._sentences.get()) is not _DONE:
-            assert isinstance(sentence, str)
+        # Responder audio goes to the audio queue from _generate; sentences come here only to be spoken.
+        while (sentence := await self._sentences.get()) is not None:
             request = SynthesisRequest(
                 text=sentence,
                 voice=self._request.voice,
@@ -179,32 +190,35 @@ class ResponseRun:
                 timings=self.word_timings,
             )
             chunks = stream_speech(self._synth, request, self._metrics)
+            segment: Segment | None = None
             try:
                 async for chunk in chunks:
                     if self.timings.first_tts_s is None:
                         self.timings.first_tts_s = chunk.generation_s
-                    segment = Segment(
-                        self._segments,
-                        sentence[chunk.text_start : chunk.text_end],
-                        len(chunk.pcm) // 2,
-                        words=tuple(
-                            replace(
-                                w,
-                                text_start=w.text_start - chunk.text_start,
-                                text_end=w.text_end - chunk.text_start,
-                            )
-                            for w in chunk.words
-                        ),
-                    )
-                    self._segments += 1
+                    if segment is None or segment.complete:  # a sentence's pieces come together, last final
+                        segment = self._segment(sentence, chunk)
+                    segment.total_samples += len(chunk.pcm) // 2
+                    segment.complete = chunk.final
                     await self._audio.put((segment, chunk.pcm))
             finally:
                 await chunks.aclose()
-        await self._audio.put(_DONE)
+        await self._audio.put(None)
+
+    def _segment(self, sentence: str, chunk: SynthesisChunk) -> Segment:
+        """The segment a sentence's audio fills, piece by piece; word timings come with a whole sentence."""
+        text = sentence[chunk.text_start : chunk.text_end]
+        words = tuple(
+            replace(w, text_start=w.text_start - chunk.text_start, text_end=w.text_end - chunk.text_start)
+            for w in chunk.words
+        )
+        estimate = int(min_speech_seconds(text, 1.0) * self.playout.sample_rate)
+        segment = Segment(self._segments, text, 0, words=words, complete=False, estimated_samples=estimate)
+        self._segments += 1
+        return segment
 
     async def _play(self) -> None:
-        while (item := await self._audio.get()) is not _DONE:
-            segment, pcm = item  # type: ignore[misc]
+        while (item := await self._audio.get()) is not None:
+            segment, pcm = item
             await self.playout.play(segment, pcm)
             if self.timings.first_audio is None and self.playout.first_frame_at is not None:
                 self.timings.first_audio = self.playout.first_frame_at
@@ -228,14 +242,12 @@ class ResponseRun:
         """The reply text covered by the audio actually sent, cut after the last word sent whole."""
         if not self.speak:
             return self.text  # a text-only reply: every delta was sent
-        if self._responder_audio:
-            if self._audio_generated == 0:
-                return ""
+        if self._audio_generated:  # the responder's own audio: no sentence map, words in proportion
             return _cut_words(self.text, self.playout.sent_samples / self._audio_generated)
         parts: list[str] = []
         for seg in self.playout.segments:
             text = seg.text or ""
-            if seg.sent_samples >= seg.total_samples:
+            if seg.heard_whole:
                 parts.append(text)
                 continue
             if seg.sent_samples > 0:

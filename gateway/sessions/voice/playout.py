@@ -17,7 +17,11 @@ from gateway.engines.base import WordTiming
 
 @dataclass
 class Segment:
-    """A stretch of reply audio and the text it speaks (None when the responder made the audio itself)."""
+    """A stretch of reply audio and the text it speaks (None when the responder made the audio itself).
+
+    A spoken sentence is one segment even when its audio comes in pieces: `total_samples` grows with each
+    piece synthesized and `complete` turns True with the last one.
+    """
 
     index: int
     text: str | None
@@ -25,6 +29,17 @@ class Segment:
     sent_samples: int = 0
     # When asked for (ResponseRun word_timings): seconds from the segment's start, offsets into `text`.
     words: tuple[WordTiming, ...] = ()
+    complete: bool = True  # all of its audio has been synthesized
+    estimated_samples: int = 0  # a lower bound on its length while it is not complete
+
+    @property
+    def expected_samples(self) -> int:
+        """Its length: the real one once complete, before that at least the estimate."""
+        return self.total_samples if self.complete else max(self.total_samples, self.estimated_samples)
+
+    @property
+    def heard_whole(self) -> bool:
+        return self.complete and self.sent_samples >= self.total_samples
 
 
 class Playout:
@@ -46,7 +61,8 @@ class Playout:
         self.segments: list[Segment] = []
 
     async def play(self, segment: Segment, pcm: bytes) -> None:
-        self.segments.append(segment)
+        if not self.segments or self.segments[-1] is not segment:  # a later piece of a sentence: same one
+            self.segments.append(segment)
         for offset in range(0, len(pcm), self.frame_bytes):
             frame = pcm[offset : offset + self.frame_bytes]
             ahead = self._play_end - time.monotonic()

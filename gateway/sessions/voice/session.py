@@ -21,7 +21,13 @@ import numpy as np
 
 from gateway.audio.pcm import pcm16_to_float
 from gateway.audio.resample import resample
-from gateway.engines.base import ChatMessage, ConversationRequest, SynthesisRequest, Transcription
+from gateway.engines.base import (
+    ChatMessage,
+    ConversationRequest,
+    EngineError,
+    SynthesisRequest,
+    Transcription,
+)
 from gateway.engines.registry import Engines
 from gateway.metrics import Metrics
 from gateway.sessions.voice.buffer import InputAudioBuffer
@@ -110,21 +116,13 @@ class VoiceSession:
             resolved = self._engines.synthesizer.resolve(
                 SynthesisRequest(text=".", voice=new.voice, language=new.language)
             )
-            check = getattr(self._engines.transcriber, "check_language", None)
-            if check is not None:
-                check(resolved.language)
-        except Exception as exc:
+            self._engines.transcriber.check_language(resolved.language)
+            if self._engines.responder is not None:
+                self._engines.responder.check_language(resolved.language)
+        except EngineError as exc:
             err = from_exception(exc)
-            if err is None:
-                raise
+            assert err is not None
             raise err from None
-        responder = self._engines.responder
-        if responder is not None and resolved.language not in responder.languages():
-            raise VoiceError(
-                "unsupported_language",
-                f"language {new.language!r} is not supported by the conversation model; supported: "
-                + ", ".join(responder.languages()),
-            )
         new = new.model_copy(update={"voice": resolved.voice, "language": resolved.language})
         if new.turn_detection != self.config.turn_detection:
             self.turns.reconfigure(new.turn_detection)
@@ -420,7 +418,8 @@ class VoiceSession:
     def _observe_first_audio(self, run: ResponseRun) -> None:
         t = run.timings
         if self._metrics is not None and t.first_audio is not None:
-            name = getattr(self._engines.responder, "name", "unknown")
+            responder = self._engines.responder
+            name = responder.name if responder is not None else "unknown"
             self._metrics.audio_generation_latency.labels(engine=name, kind="first_audio").observe(
                 t.first_audio - t.commit
             )
