@@ -52,14 +52,14 @@ def test_health_and_models_name_the_real_servers(real_gateway: ServerProcess) ->
         "asr": "ready",
         "omni": "ready",
     }
-    models = {
-        m["role"]: m["id"] for m in httpx.get(real_gateway.url + "/models", timeout=30).json()["models"]
-    }
-    assert models == {
+    listed = httpx.get(real_gateway.url + "/models", timeout=30).json()["models"]
+    assert {m["role"]: m["id"] for m in listed} == {
         "tts": "Qwen/Qwen3-TTS-12Hz-0.6B-Base",
         "asr": "cyankiwi/Qwen3-Omni-30B-A3B-Instruct-AWQ-4bit",
         "omni": "cyankiwi/Qwen3-Omni-30B-A3B-Instruct-AWQ-4bit",
     }
+    # The version each real server reported at GET /version: the wire format the gateway was built for.
+    assert all(m["detail"] == "server version 0.30.0" for m in listed), listed
 
 
 def test_transcription_routes_go_through_omni_chat(real_gateway: ServerProcess) -> None:

@@ -224,3 +224,21 @@ def test_speed_is_applied_by_the_gateway_never_sent_with_streaming(real_gateway:
 def test_pcm_is_noise_not_silence(real_gateway: ServerProcess) -> None:
     pcm = np.frombuffer(read(real_gateway, response_format="pcm").content, dtype="<i2")
     assert pcm.size == int(2 * ONE_SENTENCE_S * 24000) and int(np.abs(pcm).max()) > 0
+
+
+def test_a_base_model_without_reference_clips_is_a_clear_error(real_servers: RealServers) -> None:
+    """The real Base model cannot speak without a reference (its 400 "Base task requires 'ref_audio'"): a
+    gateway with no TTS_VOICES_DIR says so, naming the setting, and never offers the server's "default"."""
+    from tests.real_vllm_omni.conftest import start_gateway
+
+    gw = start_gateway(real_servers, None)
+    try:
+        gw.wait_ready(timeout=120, path="/models")
+        r = read(gw)
+        assert r.status_code == 503, r.text
+        err = error_of(r)
+        assert err["code"] == "engine_unavailable" and "TTS_VOICES_DIR" in str(err["message"]), err
+        voices = httpx.get(gw.url + "/languages", timeout=30).json()["voices"]
+        assert "default" not in [v["id"] for v in voices]
+    finally:
+        gw.stop()
