@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from gateway.engines.errors import (
     BackendError,
@@ -254,6 +254,43 @@ class Transcription:
     language: str
     duration: float
     segments: list[TranscriptSegment] = field(default_factory=list)
+
+
+Task = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class TranscribedWord:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class DecoderSegment(TranscriptSegment):
+    """A segment with the decoder's own figures (Whisper's), which OpenAI's `verbose_json` reports."""
+
+    seek: int = 0
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: tuple[TranscribedWord, ...] = ()
+
+
+@runtime_checkable
+class DetailedTranscriber(Protocol):
+    """An engine that can time words and, where its model is multilingual, translate into English.
+    An optional capability beside `Transcriber`: OpenAI's `verbose_json` words and /v1/audio/translations
+    use it where an engine implements it, and answer a clear 400 where it does not."""
+
+    @property
+    def can_translate(self) -> bool: ...
+
+    async def transcribe_detailed(
+        self, samples: object, language: str | None, *, words: bool, task: Task
+    ) -> Transcription: ...
 
 
 @runtime_checkable

@@ -10,9 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from gateway.engines.base import (
+    DecoderSegment,
     EngineNotReadyError,
     ModelInfo,
     ModelState,
+    Task,
+    TranscribedWord,
     Transcription,
     TranscriptSegment,
 )
@@ -72,19 +75,45 @@ class WhisperTranscriber(EmbeddedModel):
         assert code is not None
         return code
 
-    def _run(self, samples: np.ndarray, language: str) -> Transcription:
+    @property
+    def can_translate(self) -> bool:
+        # Whisper's "translate" task exists only in its multilingual models; tiny.en has none.
+        model = self._model
+        return model is not None and bool(model.model.is_multilingual)
+
+    def _run(
+        self, samples: np.ndarray, language: str, words: bool = False, task: Task = "transcribe"
+    ) -> Transcription:
         model = self._model
         if model is None:
             raise EngineNotReadyError("asr")
         segments, info = model.transcribe(
             samples,
             language=language,
+            task=task,
             beam_size=self._beam_size,
             temperature=0.0,
             condition_on_previous_text=False,
             vad_filter=False,
+            word_timestamps=words,  # costs a cross-attention alignment pass: only when asked
         )
-        out = [TranscriptSegment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments]
+        out: list[TranscriptSegment] = [
+            DecoderSegment(
+                round(s.start, 3),
+                round(s.end, 3),
+                s.text.strip(),
+                seek=s.seek,
+                tokens=tuple(s.tokens),
+                temperature=float(s.temperature or 0.0),
+                avg_logprob=float(s.avg_logprob),
+                compression_ratio=float(s.compression_ratio),
+                no_speech_prob=float(s.no_speech_prob),
+                words=tuple(
+                    TranscribedWord(w.word.strip(), round(w.start, 3), round(w.end, 3)) for w in s.words or ()
+                ),
+            )
+            for s in segments
+        ]
         text = " ".join(s.text for s in out if s.text).strip()
         return Transcription(
             text=text, language=language, duration=round(float(info.duration), 3), segments=out
@@ -97,3 +126,13 @@ class WhisperTranscriber(EmbeddedModel):
         array = np.asarray(samples, dtype=np.float32)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run, array, code)
+
+    async def transcribe_detailed(
+        self, samples: object, language: str | None, *, words: bool, task: Task
+    ) -> Transcription:
+        if self._state is not ModelState.READY:
+            raise EngineNotReadyError("asr", self._error)
+        code = self.check_language(language)
+        array = np.asarray(samples, dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, array, code, words, task)
