@@ -338,6 +338,10 @@ def render_session(config: RealtimeConfig, session_id: str, *, beta: bool) -> di
             "input_audio_transcription": tr,
             "turn_detection": td,
         }
+        if config.type == "transcription":
+            # Required by the beta TranscriptionSession type. A WebSocket session issues no ephemeral key
+            # (OpenAI documents the field as absent there), so it says so with an empty, expired secret.
+            out["client_secret"] = {"value": "", "expires_at": 0}
         if config.type == "realtime":
             out |= {
                 "model": config.model,

@@ -82,6 +82,10 @@ def heard_offset(text: str, spans: list[SpokenSpan], audio_end_ms: float) -> int
             for w in span.words:
                 if (w.start_ms + w.end_ms) / 2 <= audio_end_ms:
                     cut = max(cut, w.text_end)
+            # A timed word excludes the punctuation glued to it ("time" of "time,"): keep the written
+            # token whole, so the transcript stays a prefix of the text deltas the client received.
+            while span.text_start < cut < min(span.text_end, len(text)) and not text[cut].isspace():
+                cut += 1
         else:
             # No word timing: speech runs at a roughly even pace in characters through one sentence.
             total = max(1, span.text_end - span.text_start)
@@ -131,6 +135,13 @@ class ContentPart:
         else:
             out["transcript"] = self.transcript
         return out
+
+    def event_part(self) -> dict[str, Any]:
+        """The `part` of `response.content_part.added` / `.done`: typed `text` / `audio` in both dialects.
+
+        Unlike an item's content (`output_text` / `output_audio` in GA), the content-part events keep the
+        beta names in GA too (openai-python 3.63 types/realtime/response_content_part_added_event.py)."""
+        return self.wire(beta=True)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from gateway.sessions.realtime.config import (
     initial_config,
     render_session,
 )
+from gateway.sessions.realtime.idle import IdleWindow
 from gateway.sessions.realtime.items import (
     ContentPart,
     Item,
@@ -139,6 +140,7 @@ class _Response:
     transcript: str = ""  # streamed so far (text deltas)
     wire_bytes: int = 0
     started: float = field(default_factory=time.monotonic)
+    first_audio: float | None = None  # monotonic time of the first audio delta
 
     @property
     def audio(self) -> bool:
@@ -176,6 +178,7 @@ class RealtimeConnection:
         self._pending_item_id: str | None = None  # the id speech_started announced for the next commit
         self._user_items: dict[str, str] = {}  # core item id -> realtime item id
         self._response: _Response | None = None
+        self._idle = IdleWindow()
         self._requests: dict[str, _Request] = {}  # core response id -> what response.create asked
         self._captions = (
             LiveCaptions(engines.transcriber, self.rate) if self.config.type == "transcription" else None
@@ -295,8 +298,10 @@ class RealtimeConnection:
             raise RealtimeError("invalid_value", str(exc), param="audio") from None
         if self._captions is not None:
             self._captions.append(pcm)
+        self._idle.wrote(len(pcm) * 500 / self.rate)  # s16le mono: 2 bytes a sample
         try:
             await self.core.append_audio(pcm)
+            await self._check_idle()
         finally:
             if self._captions is not None and self._captions.due(self.core.turns.in_speech):
                 self._captions.start(self._caption_delta)
@@ -484,6 +489,7 @@ class RealtimeConnection:
             case TextDelta():
                 await self._text_delta(event)
             case SpeechStarted(audio_start_ms=start):
+                self._idle.close()
                 self._pending_item_id = self._pending_item_id or new_id("item")
                 if self._captions is not None:
                     self._captions.speech_started(start)
@@ -511,7 +517,42 @@ class RealtimeConnection:
                 kind = "server_error" if code == "internal_error" else "invalid_request_error"
                 await self.error(RealtimeError(_CODES.get(code, code), message, type=kind))
 
+    async def _check_idle(self) -> None:
+        """Server VAD's idle timeout: the silent stretch becomes an empty user audio item and a reply is
+        made to it, as OpenAI does (openai-python 3.63 types/realtime/input_audio_buffer_timeout_triggered.py:
+        the event, then `input_audio_buffer.committed` and the response's events)."""
+        td = self.config.turn_detection
+        if (
+            td is None
+            or td.type != "server_vad"
+            or td.idle_timeout_ms is None
+            or self.config.type != "realtime"
+        ):
+            return
+        if self.core.responding or self._response is not None or self.core.turns.in_speech:
+            return
+        window = self._idle.due(td.idle_timeout_ms)
+        if window is None:
+            return
+        self._idle.close()
+        start, end = window
+        item_id = self._pending_item_id or new_id("item")
+        self._pending_item_id = None
+        self.core.clear_audio()  # the buffer is committed: what it held (padding only) is in the item
+        # The beta protocol has no such event (Wire drops it); the commit and the reply follow either way.
+        await self.send(
+            "input_audio_buffer.timeout_triggered", audio_start_ms=start, audio_end_ms=end, item_id=item_id
+        )
+        item = Item(
+            item_id, "user", [ContentPart("input_audio", transcript=None, audio_ms=float(end - start))]
+        )
+        previous = self.items.add(item, make_room=True)
+        await self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        await self._announce_item(item, previous)
+        await self._on_response_create(p.ResponseCreate(type="response.create"))
+
     async def _committed(self, event: TurnCommitted) -> None:
+        self._idle.close()
         item_id = self._pending_item_id or new_id("item")
         self._pending_item_id = None
         self._user_items[event.item_id] = item_id
@@ -588,6 +629,7 @@ class RealtimeConnection:
             request.max_tokens or self.core.config.max_response_tokens,
         )
         self._response = r
+        self._idle.close()
         await self.send("response.created", response=self._response_object(r, "in_progress"))
         await self.send(
             "response.output_item.added", response_id=r.id, output_index=0, item=item.wire(self.wire.beta)
@@ -604,7 +646,7 @@ class RealtimeConnection:
             item_id=item.id,
             output_index=0,
             content_index=0,
-            part=item.content[0].wire(self.wire.beta),
+            part=item.content[0].event_part(),
         )
 
     def _ids(self, r: _Response) -> dict[str, Any]:
@@ -623,6 +665,8 @@ class RealtimeConnection:
         if r is None or r.core_id != event.response_id:
             return
         data = self._encoder.encode(event.pcm)
+        if r.first_audio is None:
+            r.first_audio = time.monotonic()
         r.wire_bytes += len(data)
         await self.send("response.output_audio.delta", **self._ids(r), delta=encode_base64(data))
 
@@ -646,7 +690,7 @@ class RealtimeConnection:
         else:
             part.text = event.text.strip()
             await self.send("response.output_text.done", **ids, text=part.text)
-        await self.send("response.content_part.done", **ids, part=part.wire(self.wire.beta))
+        await self.send("response.content_part.done", **ids, part=part.event_part())
         item = r.item.wire(self.wire.beta)
         await self.send("response.output_item.done", response_id=r.id, output_index=0, item=item)
         if not r.out_of_band:
@@ -670,6 +714,10 @@ class RealtimeConnection:
         body = self._response_object(r, status, status_details=details, usage=usage)
         # `timings` is this server's addition (stage latencies from the core); OpenAI clients ignore it.
         await self.send("response.done", response=body, timings=event.timings)
+        # Audio is paced in real time from its first delta, so what is left to play is its length less the
+        # time since then.
+        played_ms = (time.monotonic() - r.first_audio) * 1000 if r.first_audio is not None else 0.0
+        self._idle.open(part.audio_ms - played_ms if r.audio else 0.0)
 
     def _spoken(self, event: ResponseDone) -> tuple[str, list[SpokenSpan]]:
         """The transcript of the audio sent, and where each sentence (and word) sits in it in time.

@@ -3,7 +3,7 @@
 GA names by default. A client that asks for the beta protocol, as the beta SDKs do with the header
 `OpenAI-Beta: realtime=v1` (browsers: the subprotocol `openai-beta.realtime-v1`), gets the beta names
 instead: `response.audio.delta`, `response.audio_transcript.*`, `response.text.*`,
-`conversation.item.created`, `transcription_session.*`. Never both at once: a client that handles both
+`conversation.item.created`, `transcription_session.updated`. Never both at once: a client that handles both
 spellings would play every audio chunk twice, and every other client would pay double bandwidth for
 audio it ignores.
 """
@@ -25,7 +25,7 @@ _BETA_NAMES = {
     "conversation.item.added": "conversation.item.created",
 }
 # GA events the beta protocol does not have.
-_GA_ONLY = frozenset(("conversation.item.done",))
+_GA_ONLY = frozenset(("conversation.item.done", "input_audio_buffer.timeout_triggered"))
 
 
 def wants_beta(headers: dict[str, str], subprotocols: list[str]) -> bool:
@@ -44,8 +44,11 @@ class Wire:
             return ga_name
         if ga_name in _GA_ONLY:
             return None
-        if self.transcription and ga_name.startswith("session."):
-            return "transcription_session." + ga_name.removeprefix("session.")
+        if self.transcription and ga_name == "session.updated":
+            # Only the update is renamed: the beta server-event union has `transcription_session.updated`
+            # but no `transcription_session.created`, so a beta transcription session opens with
+            # `session.created` (openai-python 3.63 types/beta/realtime/realtime_server_event.py).
+            return "transcription_session.updated"
         return _BETA_NAMES.get(ga_name, ga_name)
 
     def event(self, ga_name: str, **fields: Any) -> dict[str, Any] | None:
@@ -53,9 +56,6 @@ class Wire:
         if name is None:
             return None
         return {"type": name, "event_id": new_id("event"), **fields}
-
-    def part_type(self, ga_type: str) -> str:
-        return ga_type.removeprefix("output_") if self.beta and ga_type.startswith("output_") else ga_type
 
     @staticmethod
     def error(err: RealtimeError) -> dict[str, Any]:

@@ -59,7 +59,14 @@ def _heard(segment: Segment, sample_rate: int) -> str:
         return _cut_words(text, segment.sent_samples / max(1, segment.expected_samples))
     sent_s = segment.sent_samples / sample_rate
     whole = [w for w in segment.words if w.end <= sent_s]
-    return text[: whole[-1].text_end].strip() if whole else ""
+    if not whole:
+        return ""
+    # A timed word's span excludes the punctuation glued to it ("time" of "time,"); the cut goes to the
+    # end of the written token, so what is kept is a prefix of the text the client was sent, word by word.
+    end = whole[-1].text_end
+    while end < len(text) and not text[end].isspace():
+        end += 1
+    return text[:end].strip()
 
 
 @dataclass
