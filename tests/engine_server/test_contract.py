@@ -8,12 +8,10 @@ The engine server streams a sentence's audio in codec-frame windows (a first sma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 import websockets
 
 from gateway.engines.base import ChatMessage, ConversationRequest, SynthesisRequest
@@ -45,19 +43,6 @@ def build(engine_server: ServerProcess, voices_dir: Path) -> Build:
 @pytest.fixture(scope="module")
 def contract_timeout() -> float:
     return 60.0
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engines(build: Build, contract_timeout: float) -> AsyncIterator[Engines]:
-    engines = build()
-    try:
-        async with asyncio.timeout(contract_timeout):
-            await engines.start()
-            while not engines.ready:  # noqa: ASYNC110 - ready with the backends' first health poll
-                await asyncio.sleep(0.1)
-        yield engines
-    finally:
-        await engines.aclose()
 
 
 async def test_a_sentence_streams_in_pieces_first_one_early(

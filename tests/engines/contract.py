@@ -2,10 +2,10 @@
 
 A test module imports these functions (`from tests.engines.contract import *`), runs them on one event loop
 for the module (`pytestmark = pytest.mark.asyncio(loop_scope="module")`: they are all async) and provides
-three fixtures:
+two fixtures, from which the `engines` fixture here builds the started engine set the module shares:
 
-- `engines`: a started `Engines` built by the registry (gateway/engines/registry.py), shared by the module;
-- `build`: a function returning a fresh, unstarted `Engines` of the same configuration;
+- `build`: a function returning a fresh, unstarted `Engines` built by the registry
+  (gateway/engines/registry.py);
 - `contract_timeout`: seconds any one engine call may take (model servers on CPU are slow).
 
 The tests assert protocol, never words: one engine set runs on random weights. Adding an engine means these
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import pytest_asyncio
 
 from gateway.audio.pcm import pcm16_to_float
 from gateway.audio.resample import resample
@@ -43,6 +44,7 @@ from gateway.engines.registry import Engines
 from gateway.errors import ENGINE_STATUS, from_engine_error
 
 __all__ = [
+    "engines",
     "test_a_closed_reply_stops_and_the_next_one_works",
     "test_a_closed_synthesis_stops_its_work",
     "test_an_unstarted_engine_set_refuses_with_engine_errors_then_starts_and_closes_twice",
@@ -57,6 +59,21 @@ __all__ = [
 TEXT = "The first sentence is short. Here comes a second one, a little longer than the first. A third."
 UNKNOWN_LANGUAGE = "xx"  # no engine speaks it
 Build = Callable[[], Engines]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engines(build: Build, contract_timeout: float) -> AsyncIterator[Engines]:
+    """The engine set under test, started once for the module and ready (a model server's client is ready
+    after its first health poll)."""
+    started = build()
+    try:
+        async with asyncio.timeout(contract_timeout):
+            await started.start()
+            while not started.ready:  # noqa: ASYNC110 - readiness comes from the backends' health polls
+                await asyncio.sleep(0.1)
+        yield started
+    finally:
+        await started.aclose()
 
 
 def background_tasks() -> set[asyncio.Task[Any]]:

@@ -3,12 +3,9 @@ worker processes), faster-whisper and SmolLM2, built by the registry as VOICE_EN
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
-from gateway.engines.registry import Engines, build_engines
+from gateway.engines.registry import build_engines
 from gateway.settings import load_settings
 from tests.engines.contract import *  # noqa: F403 - the contract's tests run here
 from tests.engines.contract import Build
@@ -24,13 +21,3 @@ def build() -> Build:
 @pytest.fixture(scope="module")
 def contract_timeout() -> float:
     return 120.0  # model loading on a busy 2-core machine; a sentence takes well under a second
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engines(build: Build) -> AsyncIterator[Engines]:
-    engines = build()
-    try:
-        await engines.start()
-        yield engines
-    finally:
-        await engines.aclose()

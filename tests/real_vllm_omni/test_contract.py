@@ -6,14 +6,11 @@ Random weights speak noise and filler: the contract asserts protocol, never word
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from gateway.engines.registry import Engines, build_engines
+from gateway.engines.registry import build_engines
 from gateway.settings import load_settings
 from tests.engines.contract import *  # noqa: F403 - the contract's tests run here
 from tests.engines.contract import Build
@@ -45,16 +42,3 @@ def build(real_servers: RealServers, voices_dir: Path) -> Build:
 @pytest.fixture(scope="module")
 def contract_timeout() -> float:
     return 300.0
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engines(build: Build, contract_timeout: float) -> AsyncIterator[Engines]:
-    engines = build()
-    try:
-        async with asyncio.timeout(contract_timeout):
-            await engines.start()
-            while not engines.ready:  # noqa: ASYNC110 - ready with the backends' first health poll
-                await asyncio.sleep(0.1)
-        yield engines
-    finally:
-        await engines.aclose()
