@@ -42,10 +42,12 @@ import schemathesis
 from schemathesis import GenerationMode
 
 from bench.hostile_clients import (
+    TransportResult,
     chunked_flood,
     half_sent_post,
     open_socket,
     read_answer,
+    report_transport,
     rss_bytes,
     slow_head,
     wait_closed_by_server,
@@ -192,14 +194,6 @@ SERVER_ENV = {
 }
 
 
-@dataclass
-class TransportResult:
-    checks: collections.Counter[str] = field(default_factory=collections.Counter)
-    findings: list[str] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
 def _config(base_url: str, headers: dict[str, str]) -> dict[str, object]:
     return dict(httpx.get(base_url + "/config", headers=headers, timeout=30).json()["config"])
 
@@ -324,17 +318,6 @@ def transport_fuzz(
     if not _alive(base_url, headers):
         result.findings.append("gateway stopped answering /health after the hostile transports")
     return result
-
-
-def report_transport(result: TransportResult) -> None:
-    print(f"hostile transports: {sum(result.checks.values())} clients in {result.seconds:.1f} s")
-    for check, n in sorted(result.checks.items()):
-        print(f"  {n:6d}  {check}")
-    for figure in result.figures:
-        print("  ", figure)
-    print(f"findings: {len(result.findings)}")
-    for finding in result.findings[:20]:
-        print("  FINDING", finding)
 
 
 def main() -> int:

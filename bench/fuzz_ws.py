@@ -39,7 +39,9 @@ from websockets.exceptions import ConnectionClosed
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.hostile_clients import (
+    TransportResult,
     open_socket,
+    report_transport,
     stuck_reader,
     wait_buffered,
     wait_closed_by_server,
@@ -424,14 +426,6 @@ def server_env() -> dict[str, str]:
 LONG_TEXT = "A listener who never reads must not hold the gateway hostage. " * 300
 
 
-@dataclass
-class TransportResult:
-    checks: collections.Counter[str] = field(default_factory=collections.Counter)
-    findings: list[str] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
 def _gauges(base_url: str, headers: dict[str, str]) -> dict[str, float]:
     text = httpx.get(base_url + "/metrics", headers=headers, timeout=30).text
     out = {}
@@ -531,17 +525,6 @@ def transport_fuzz(base_url: str, stuck: int = 4, headers: dict[str, str] | None
     if httpx.get(base_url + "/health", headers=headers, timeout=30).status_code != 200:
         result.findings.append("gateway /health not 200 after the hostile transports")
     return result
-
-
-def report_transport(result: TransportResult) -> None:
-    print(f"hostile transports: {sum(result.checks.values())} clients in {result.seconds:.1f} s")
-    for check, n in sorted(result.checks.items()):
-        print(f"  {n:6d}  {check}")
-    for figure in result.figures:
-        print("  ", figure)
-    print(f"findings: {len(result.findings)}")
-    for finding in result.findings[:20]:
-        print("  FINDING", finding)
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ request in one piece."""
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -15,7 +16,7 @@ import select
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,24 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+@dataclass
+class TransportResult:
+    """What a fuzzer's hostile-transport phase found: clients per check, findings, figures."""
+
+    checks: collections.Counter[str] = field(default_factory=collections.Counter)
+    findings: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def report_transport(result: TransportResult) -> None:
+    print(f"hostile transports: {sum(result.checks.values())} clients in {result.seconds:.1f} s")
+    for check, n in sorted(result.checks.items()):
+        print(f"  {n:6d}  {check}")
+    for figure in result.figures:
+        print("  ", figure)
+    print(f"findings: {len(result.findings)}")
+    for finding in result.findings[:20]:
+        print("  FINDING", finding)
