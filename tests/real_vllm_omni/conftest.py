@@ -8,6 +8,7 @@ timing and status, never words.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -98,23 +99,28 @@ def start_gateway(servers: RealServers, voices: Path | None, **extra: str) -> Se
     return ServerProcess("serve", env=env)
 
 
-@pytest.fixture(scope="package")
-def real_gateway(real_servers: RealServers, voices_dir: Path) -> Iterator[ServerProcess]:
-    """VOICE_ENGINE=vllm-omni, voices registered with the TTS server (`TTS_VOICE_MODE=register`)."""
-    server = start_gateway(real_servers, voices_dir, TTS_VOICE_MODE="register")
+@contextlib.contextmanager
+def gateway_in_front(
+    servers: RealServers, voices: Path | None, ready_path: str = "/health", **extra: str
+) -> Iterator[ServerProcess]:
+    """A gateway started by `start_gateway`, answering 200 on `ready_path`, stopped on the way out."""
+    server = start_gateway(servers, voices, **extra)
     try:
-        server.wait_ready(timeout=120)
+        server.wait_ready(timeout=120, path=ready_path)
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="package")
+def real_gateway(real_servers: RealServers, voices_dir: Path) -> Iterator[ServerProcess]:
+    """VOICE_ENGINE=vllm-omni, voices registered with the TTS server (`TTS_VOICE_MODE=register`)."""
+    with gateway_in_front(real_servers, voices_dir, TTS_VOICE_MODE="register") as server:
+        yield server
 
 
 @pytest.fixture(scope="package")
 def inline_gateway(real_servers: RealServers, inline_voices_dir: Path) -> Iterator[ServerProcess]:
     """The same, with the clip sent inline as a `ref_audio` data URL on every request."""
-    server = start_gateway(real_servers, inline_voices_dir, TTS_VOICE_MODE="inline")
-    try:
-        server.wait_ready(timeout=120)
+    with gateway_in_front(real_servers, inline_voices_dir, TTS_VOICE_MODE="inline") as server:
         yield server
-    finally:
-        server.stop()

@@ -19,7 +19,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from tests.gateway.voice_client import VoiceClient
-from tests.real_vllm_omni.conftest import RealServers, reference_clip, start_gateway
+from tests.real_vllm_omni.conftest import RealServers, gateway_in_front, reference_clip
 from tests.support import ServerProcess
 
 WAIT_S = 300
@@ -36,12 +36,10 @@ def question_pcm(seconds: float = 2.0) -> bytes:
 @pytest.fixture(scope="module")
 def tts_voice_gateway(real_servers: RealServers, voices_dir: Path) -> Iterator[ServerProcess]:
     """Omni for the words, the TTS server for the voice (`OMNI_AUDIO_OUTPUT=off`)."""
-    server = start_gateway(real_servers, voices_dir, OMNI_AUDIO_OUTPUT="off", TTS_VOICE_MODE="register")
-    try:
-        server.wait_ready(timeout=120)
+    with gateway_in_front(
+        real_servers, voices_dir, OMNI_AUDIO_OUTPUT="off", TTS_VOICE_MODE="register"
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_health_and_models_name_the_real_servers(real_gateway: ServerProcess) -> None:

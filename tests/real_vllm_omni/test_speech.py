@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from pathlib import Path
 
 import av
 import httpx
@@ -20,7 +21,7 @@ import websockets
 
 from gateway.audio.pcm import read_wav
 from tests.gateway.test_read_stream import Client
-from tests.real_vllm_omni.conftest import RealServers
+from tests.real_vllm_omni.conftest import RealServers, gateway_in_front
 from tests.support import ServerProcess, decode_wav
 
 TEXT = "The gateway fronts the model servers. Every sentence streams back as soon as it is ready."
@@ -191,20 +192,14 @@ def error_of(r: httpx.Response) -> dict[str, object]:
     return dict(body["error"])
 
 
-def test_wrong_served_model_is_a_clear_error(real_servers: RealServers, voices_dir: object) -> None:
+def test_wrong_served_model_is_a_clear_error(real_servers: RealServers, voices_dir: Path) -> None:
     """A gateway configured with a model name the server does not serve: the server's 404 NotFoundError
     becomes a clear gateway error naming the backend and the server's message, never a 500."""
-    from tests.real_vllm_omni.conftest import start_gateway
-
-    gw = start_gateway(real_servers, voices_dir, TTS_MODEL="Qwen/nope")  # type: ignore[arg-type]
-    try:
-        gw.wait_ready(timeout=120, path="/models")
+    with gateway_in_front(real_servers, voices_dir, ready_path="/models", TTS_MODEL="Qwen/nope") as gw:
         r = read(gw)
         assert 400 <= r.status_code < 600 and r.status_code != 500, r.text
         err = error_of(r)
         assert "nope" in json.dumps(err), err
-    finally:
-        gw.stop()
 
 
 def test_unknown_voice_is_refused_by_the_gateway_before_the_server(real_gateway: ServerProcess) -> None:
@@ -229,16 +224,10 @@ def test_pcm_is_noise_not_silence(real_gateway: ServerProcess) -> None:
 def test_a_base_model_without_reference_clips_is_a_clear_error(real_servers: RealServers) -> None:
     """The real Base model cannot speak without a reference (its 400 "Base task requires 'ref_audio'"): a
     gateway with no TTS_VOICES_DIR says so, naming the setting, and never offers the server's "default"."""
-    from tests.real_vllm_omni.conftest import start_gateway
-
-    gw = start_gateway(real_servers, None)
-    try:
-        gw.wait_ready(timeout=120, path="/models")
+    with gateway_in_front(real_servers, None, ready_path="/models") as gw:
         r = read(gw)
         assert r.status_code == 503, r.text
         err = error_of(r)
         assert err["code"] == "engine_unavailable" and "TTS_VOICES_DIR" in str(err["message"]), err
         voices = httpx.get(gw.url + "/languages", timeout=30).json()["voices"]
         assert "default" not in [v["id"] for v in voices]
-    finally:
-        gw.stop()
