@@ -666,8 +666,25 @@ def omni_config() -> dict[str, Any]:
     }
 
 
+# The Qwen2-VL image and video processors' shared settings; patch and merge sizes match the vision config.
+QWEN2VL_VISION = {
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "rescale_factor": 0.00392156862745098,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 16,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+}
+
+
 # Whisper log-mel features (128 bins, 16 kHz) for the audio encoder and the Qwen2-VL image processor, in one
-# file as Qwen3-Omni ships them; patch and merge sizes match the vision config.
+# file as Qwen3-Omni ships them.
 OMNI_PREPROCESSOR = {
     "processor_class": "Qwen3OmniMoeProcessor",
     "feature_extractor_type": "WhisperFeatureExtractor",
@@ -683,34 +700,12 @@ OMNI_PREPROCESSOR = {
     "padding_value": 0.0,
     "return_attention_mask": True,
     "image_processor_type": "Qwen2VLImageProcessor",
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "rescale_factor": 0.00392156862745098,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "min_pixels": 3136,
-    "max_pixels": 12845056,
-    "patch_size": 16,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
+    **QWEN2VL_VISION,
 }
 OMNI_VIDEO_PREPROCESSOR = {
     "processor_class": "Qwen3OmniMoeProcessor",
     "video_processor_type": "Qwen2VLVideoProcessor",
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "rescale_factor": 0.00392156862745098,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "min_pixels": 3136,
-    "max_pixels": 12845056,
-    "patch_size": 16,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
+    **QWEN2VL_VISION,
 }
 OMNI_GENERATION_CONFIG = {
     "bos_token_id": 151643,
