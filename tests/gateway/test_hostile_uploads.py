@@ -4,19 +4,18 @@ for (0 bits per sample) is a 415, not a 500. Real uploads against a real gateway
 
 from __future__ import annotations
 
-import io
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
 
-import av
 import httpx
 import numpy as np
 import psutil
 import pytest
 
+from tests.gateway.test_http_api import encode_with_pyav
 from tests.support import ServerProcess
 
 ROUTES = ("/voice/transcribe", "/v1/audio/transcriptions")
@@ -172,19 +171,9 @@ def test_hostile_headers_of_allowed_containers_get_an_answer_not_a_500(
 
 
 def encode_tone(container: str, codec: str, sample_fmt: str, rate: int = 48000) -> bytes:
+    """One second of a 440 Hz tone in the given container, encoded for real by PyAV."""
     t = np.arange(rate) / rate
-    samples = (np.sin(2 * np.pi * 440 * t) * 12000).astype("<i2").reshape(1, -1)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = rate
-        for f in av.AudioResampler(format=sample_fmt, layout="mono", rate=rate).resample(frame):
-            for p in stream.encode(f):
-                out.mux(p)
-        for p in stream.encode(None):
-            out.mux(p)
-    return buf.getvalue()
+    return encode_with_pyav(0.37 * np.sin(2 * np.pi * 440 * t), rate, container, codec, sample_fmt)
 
 
 @pytest.mark.parametrize(
