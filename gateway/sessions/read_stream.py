@@ -338,7 +338,9 @@ class ReadStreamSession:
 
     @property
     def state(self) -> str:
-        s = self.stream
+        # A stream that has said its last word (`complete` or an error) is idle for the client even while
+        # its task is still releasing the backend call: a `start` is accepted at once.
+        s = self._controllable()
         if s is None:
             return "idle"
         return "paused" if s.paused else "streaming"
@@ -532,7 +534,7 @@ class ReadStreamSession:
                 if isinstance(item, _End):
                     break
                 if isinstance(item, _Failed):
-                    await self._gated(s, self._stream_error(s, item.error))
+                    await self._gated(s, self._stream_error(s, item.error), last=True)
                     return
                 # Encoding (Opus) is CPU work: a chunk's frames are made in a worker thread, then sent.
                 first = item.index != sentence
@@ -547,6 +549,7 @@ class ReadStreamSession:
             log.debug("read stream %s: client gone", s.id)
         except Exception:  # a bug must not leave a silent, half-open stream behind
             log.exception("read stream %s failed", s.id)
+            s.finishing = True
             with contextlib.suppress(ConnectionGone):
                 await self._send_json(
                     {
@@ -599,8 +602,9 @@ class ReadStreamSession:
             paused += asyncio.get_running_loop().time() - s.paused_at
         return s.playing_since + paused + s.samples_synthesized / self._synth.sample_rate
 
-    async def _gated(self, s: ActiveStream, item: dict[str, Any] | Frame | None) -> None:
-        """Send one stream item once the stream is playing; None is the final `complete`."""
+    async def _gated(self, s: ActiveStream, item: dict[str, Any] | Frame | None, last: bool = False) -> None:
+        """Send one stream item once the stream is playing; None is the final `complete`, `last` marks
+        an error that ends the stream."""
         while True:
             await s.playing.wait()
             async with self._send_lock:
@@ -619,6 +623,7 @@ class ReadStreamSession:
                     s.samples_sent += item.samples
                     await s.buffer.release(item.samples)
                 else:
+                    s.finishing = s.finishing or last
                     await self._send_json_locked(item)
                 return
 

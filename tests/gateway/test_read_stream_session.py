@@ -40,10 +40,13 @@ class Recorder:
         self.gate.set()
         self.fail = False
         self.changed = asyncio.Event()
+        self.on_event: Any = None  # called with each event as it is sent, inside the session's own task
 
     async def send_json(self, data: Any) -> None:
         if self.fail:
             raise ConnectionResetError("client gone")
+        if self.on_event is not None:
+            self.on_event(data)
         self.events.append(json.loads(json.dumps(data)))
         self.changed.set()
 
@@ -187,6 +190,11 @@ async def test_an_engine_failure_mid_stream_is_an_error_event_and_the_session_st
     rec = Recorder()
     rec.gate.clear()
     session = ReadStreamSession(engine, rec, max_ahead_s=1.0)
+    # The state a `ping` would report the instant the error goes out, before the stream's task has
+    # released the engine call: the error is the stream's last word, so it is already idle (CI once saw
+    # "streaming" there against the real vLLM-Omni, whose stream takes a while to close).
+    state_at_error: list[str] = []
+    rec.on_event = lambda e: state_at_error.append(session.state) if e["type"] == "error" else None
     await session.receive_text(json.dumps({"type": "start", "text": LONG_TEXT}))
     s = session.stream
     assert s is not None
@@ -195,6 +203,7 @@ async def test_an_engine_failure_mid_stream_is_an_error_event_and_the_session_st
     rec.gate.set()
     err = await rec.wait_for("error")
     assert err["code"] == "engine_unavailable" and err["stream_id"] == s.id
+    assert state_at_error == ["idle"]
     assert "complete" not in rec.types()
     await until(lambda: session.stream is None)
     await session.receive_text('{"type":"ping"}')
