@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Build tools for llama-cpp-python (compiled from source once; pip caches the wheel).
+# Build tools for llama-cpp-python (compiled from source once; pip caches the wheel), and pip for a system Python
+# that comes without it (Debian's python3). Root runs apt-get itself; another user through sudo.
 set -euo pipefail
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if ((${#missing[@]})); then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

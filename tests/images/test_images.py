@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata as md
 import re
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -421,3 +422,49 @@ def test_readme_snippets_use_real_paths() -> None:
     for path in re.findall(r"charts/voice-gateway/[\w./-]+\.yaml", text):
         assert (REPO / path).is_file(), path
     assert Path(REPO / "scripts" / "get-helm.sh").is_file()
+
+
+# Debian bookworm's base-passwd (group.master, passwd.master) plus apt's _apt: every Debian-based image, the
+# python:*-bookworm ones included, already has these names, and `groupadd`/`useradd` of one stops the build
+# ("group 'voice' already exists").
+_BASE_PASSWD_GROUPS = """root daemon bin sys adm tty disk lp mail news uucp man proxy kmem dialout fax voice
+cdrom floppy tape sudo audio dip www-data backup operator list irc src gnats shadow utmp video sasl plugdev
+staff games users nogroup"""
+_BASE_PASSWD_USERS = (
+    "root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats _apt nobody"
+)
+DEBIAN_GROUPS = frozenset(_BASE_PASSWD_GROUPS.split())
+DEBIAN_USERS = frozenset(_BASE_PASSWD_USERS.split())
+
+
+def _account_commands(df: Dockerfile) -> list[list[str]]:
+    """Each `groupadd ...` / `useradd ...` of the final stage's RUNs, as words."""
+    found = []
+    for run in df.final.all("RUN"):
+        for part in re.split(r"&&|;|\|\|", run.args):
+            words = shlex.split(part)
+            if words and words[0] in ("groupadd", "useradd"):
+                found.append(words)
+    return found
+
+
+@pytest.mark.parametrize("name", ["gateway", "operator"])
+def test_accounts_are_new_on_a_debian_base(name: str) -> None:
+    df = parse(IMAGES[name])
+    commands = _account_commands(df)
+    assert {c[0] for c in commands} == {"groupadd", "useradd"}, commands
+    for words in commands:
+        account = words[-1]
+        taken = DEBIAN_GROUPS if words[0] == "groupadd" else DEBIAN_USERS | DEBIAN_GROUPS
+        assert account not in taken, f"{name}: {words[0]} {account}: Debian's base-passwd already has it"
+        ids = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--gid", "--uid", "-g", "-u")]
+        assert ids and all(i == "10001" for i in ids if i.isdigit()), words
+
+
+def test_no_syntax_directive_and_a_dockerignore() -> None:
+    # `# syntax=` makes BuildKit pull a frontend image from a registry before building
+    for name, path in IMAGES.items():
+        assert not path.read_text().lstrip().startswith("# syntax="), f"{name}: # syntax= directive"
+    ignore = (REPO / ".dockerignore").read_text().split()
+    for entry in (".git", ".venv", "**/__pycache__"):
+        assert entry in ignore, f".dockerignore lacks {entry}"
