@@ -1,4 +1,4 @@
-"""`voice-gateway-operator`: run | render -f FILE | crd | rbac."""
+"""`voice-gateway-operator`: run | render [--format kubernetes|compose] -f FILE | crd | rbac."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def cmd_rbac(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from voice_operator.compose import dump, render_compose
     from voice_operator.render import render
     from voice_operator.spec import InvalidSpec
 
@@ -52,13 +53,18 @@ def cmd_render(args: argparse.Namespace) -> int:
         if args.namespace:
             doc.setdefault("metadata", {})["namespace"] = args.namespace
         try:
-            out += render(doc)
+            if args.format == "compose":
+                compose, notes = render_compose(doc)
+                out.append(dump(compose, notes, args.file))
+            else:
+                out += render(doc)
         except InvalidSpec as e:
             name = (doc.get("metadata") or {}).get("name", "?")
             for err in e.errors:
                 print(f"invalid VoiceGateway {name}: {err}", file=sys.stderr)
             rc = 1
-    sys.stdout.write(_dump_all(out))
+    # one Compose file per VoiceGateway, as a YAML stream like the manifests
+    sys.stdout.write("---\n".join(out) if args.format == "compose" else _dump_all(out))
     return rc
 
 
@@ -101,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     rd = sub.add_parser("render", help="print the manifests the operator would apply")
     rd.add_argument("-f", "--file", required=True, help="VoiceGateway YAML ('-' for stdin)")
     rd.add_argument("--namespace", help="namespace for resources that name none")
+    rd.add_argument(
+        "--format",
+        choices=["kubernetes", "compose"],
+        default="kubernetes",
+        help="kubernetes: the child manifests; compose: a Compose file for one host (docker compose up -d)",
+    )
     rd.set_defaults(func=cmd_render)
 
     c = sub.add_parser("crd", help="print the CustomResourceDefinition")

@@ -219,13 +219,55 @@ def spec_schema() -> Schema:
                 },
             ),
             "autoscaling": _obj(
-                "Optional HorizontalPodAutoscaler (autoscaling/v2).",
+                "Scale the gateway on open conversations per pod: a HorizontalPodAutoscaler on a Pods "
+                "metric (custom metrics API, e.g. prometheus-adapter), or a KEDA ScaledObject when the "
+                "cluster serves keda.sh/v1alpha1.",
                 {
-                    "enabled": _bool("Render an HPA.", False),
+                    "enabled": _bool("Render an autoscaler.", False),
                     "minReplicas": _int("Minimum replicas.", 1, 1),
                     "maxReplicas": _int("Maximum replicas.", 4, 1),
-                    "targetCPUUtilizationPercentage": _int("Target average CPU utilization.", 70, 1, 100),
+                    "targetSessionsPerPod": _int(
+                        "Target average of open sessions (WebSockets and streams) per gateway pod.",
+                        d.TARGET_SESSIONS_PER_POD,
+                        1,
+                    ),
+                    "metricName": _str(
+                        "Per-pod metric of open sessions, as the custom metrics API serves it.",
+                        d.SESSIONS_METRIC,
+                        minLength=1,
+                    ),
+                    "targetCPUUtilizationPercentage": _int(
+                        "Optional second target: average CPU utilization (unset: sessions only).",
+                        None,
+                        1,
+                        100,
+                    ),
+                    "keda": _obj(
+                        "KEDA ScaledObject settings (used only when the cluster serves keda.sh/v1alpha1).",
+                        {
+                            "enabled": _bool("Prefer a KEDA ScaledObject when KEDA is installed.", True),
+                            "prometheusServerAddress": _str(
+                                "Prometheus that scrapes the gateway pods (KEDA's prometheus trigger).",
+                                d.PROMETHEUS_ADDRESS,
+                                pattern="^https?://",
+                            ),
+                        },
+                        default={},
+                    ),
                 },
+            ),
+            "drainSeconds": _int(
+                "On scale-down or rollout, how long a terminating pod waits for its open conversations "
+                "to end (preStop) before the gateway's own shutdown.",
+                d.GATEWAY_DRAIN_SECONDS,
+                0,
+                86400,
+            ),
+            "shutdownGraceSeconds": _int(
+                "The gateway's SHUTDOWN_GRACE_SECONDS: in-flight HTTP requests get this long after SIGTERM.",
+                d.GATEWAY_SHUTDOWN_GRACE_SECONDS,
+                0,
+                3600,
             ),
             "progressDeadlineSeconds": _int(
                 "Seconds a rollout may take before it counts as stuck.", d.GATEWAY_PROGRESS_DEADLINE, 1
@@ -327,6 +369,16 @@ def status_schema() -> Schema:
                 "items": {"type": "string"},
                 "description": "Children skipped because the cluster does not serve their kind.",
             },
+            "autoscaler": _obj(
+                "The gateway's autoscaler, as observed (absent while autoscaling is off).",
+                {
+                    "kind": {"type": "string", "description": "apiVersion and kind rendered."},
+                    "name": {"type": "string"},
+                    "found": {"type": "boolean", "description": "The object exists in the cluster."},
+                    "currentReplicas": {"type": "integer"},
+                    "desiredReplicas": {"type": "integer"},
+                },
+            ),
         },
     )
 

@@ -22,3 +22,11 @@ STARTUP_BUDGET_SECONDS = 3600
 MODEL_PROGRESS_DEADLINE = 4200  # > startup budget, so a slow first load is not reported as stuck
 GATEWAY_PROGRESS_DEADLINE = 600
 ENGINES = ("vllm-omni", "embedded")
+# Autoscaling on open conversations: gateway/metrics.py's gauge of open WebSockets and streams.
+SESSIONS_METRIC = "voice_gateway_active_streams"
+TARGET_SESSIONS_PER_POD = 16  # a quarter of the gateway's MAX_STREAMS default (64): headroom for bursts
+PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
+# Scale-down must not cut a conversation: preStop waits this long for sessions to end, then SIGTERM gives
+# in-flight HTTP the gateway's SHUTDOWN_GRACE_SECONDS (gateway/settings.py default 100).
+GATEWAY_DRAIN_SECONDS = 300
+GATEWAY_SHUTDOWN_GRACE_SECONDS = 100

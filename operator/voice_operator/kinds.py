@@ -34,6 +34,10 @@ CHILD_KINDS: tuple[Kind, ...] = (
     Kind("networking.k8s.io", "v1", "Ingress", "ingresses"),
     Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
     Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    # the same objects as served by 1.20-1.22 control planes (autoscaling/v2 arrived in 1.23)
+    Kind("autoscaling", "v2beta2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    # KEDA, when installed: its ScaledObject then owns the gateway's HPA
+    Kind("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
     Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
 )
 

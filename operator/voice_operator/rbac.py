@@ -49,7 +49,8 @@ def namespaced_rules() -> list[Rule]:
             verbs.append("delete")
         if k.watched:
             verbs.append("watch")
-        by_group[(k.group, tuple(verbs))].append(k.plural)
+        if k.plural not in by_group[(k.group, tuple(verbs))]:  # one kind may be served at two versions
+            by_group[(k.group, tuple(verbs))].append(k.plural)
     for (group, group_verbs), plurals in by_group.items():
         rules.append({"apiGroups": [group], "resources": sorted(plurals), "verbs": list(group_verbs)})
     return rules

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voice_operator.autoscaling import HPA_V2, HPA_V2BETA2, KEDA
 from voice_operator.kinds import BY_KIND, CHILD_KINDS, Kind, kind_of
 from voice_operator.kube import ApiError, Kube, NamespaceTerminating, TransientError
 from voice_operator.metrics import API_RETRIES, ERRORS, PHASES, RECONCILE_SECONDS, RECONCILES
-from voice_operator.render import MANAGED_BY, child_name, download_job_name, endpoint, render
-from voice_operator.spec import InvalidSpec, with_defaults
+from voice_operator.plan import build_plan
+from voice_operator.render import MANAGED_BY, child_name, endpoint, render
+from voice_operator.spec import InvalidSpec
 from voice_operator.status import Observed, compute_status, merge_patch, status_changed
 
 log = logging.getLogger("voice_operator.reconcile")
@@ -23,6 +25,8 @@ Obj = dict[str, Any]
 DEPLOYMENT = BY_KIND[("apps/v1", "Deployment")]
 PVC = BY_KIND[("v1", "PersistentVolumeClaim")]
 JOB = BY_KIND[("batch/v1", "Job")]
+# group/versions whose presence changes what is rendered (the HPA's version, KEDA or not)
+OPTIONAL_APIS = (HPA_V2, HPA_V2BETA2, KEDA)
 STATUS_ATTEMPTS = 8
 
 
@@ -135,7 +139,7 @@ class Reconciler:
     async def _reconcile_locked(self, vg: Obj, memo: _Memo, prune: bool) -> str:
         meta = vg["metadata"]
         try:
-            children = render(vg)
+            children = render(vg, await self.served_apis())
         except InvalidSpec as e:
             # No child is touched: a typo must not tear down a running stack.
             ERRORS.labels("invalid_spec").inc()
@@ -175,6 +179,14 @@ class Reconciler:
             raise ReconcileFailed("; ".join(errors))
         return phase
 
+    async def served_apis(self) -> set[str]:
+        """The optional group/versions this cluster serves (discovery is cached by Kube.served)."""
+        out: set[str] = set()
+        for k in CHILD_KINDS:
+            if k.api_version in OPTIONAL_APIS and await self.kube.served(k):
+                out.add(k.api_version)
+        return out
+
     async def _prune(self, vg: Obj, keep: set[tuple[str, str]]) -> list[str]:
         """Delete children this resource owns that are no longer desired (ingress switched off, engine
         changed to embedded, a new model download Job...). PVCs are never pruned: they hold the cache."""
@@ -203,40 +215,32 @@ class Reconciler:
         return errors
 
     async def observe(self, vg: Obj) -> Observed:
+        """Read what the plan says should exist (the same plan render() followed)."""
         meta = vg["metadata"]
-        spec = with_defaults(vg.get("spec"))  # the stored object is defaulted already; a raw one is not
         ns, name = meta["namespace"], meta["name"]
         o = Observed(endpoint=endpoint(vg))
         memo = self._m(meta["uid"])
         o.unserved, o.apply_errors = list(memo.unserved), list(memo.apply_errors)
-        comps = (
-            ["gateway"]
-            if (spec.get("gateway") or {}).get("engine") == "embedded"
-            else ["omni", "tts", "gateway"]
-        )
-        cache = spec.get("modelCache") or {}
-        o.cache_mode = (
-            "emptydir"
-            if cache.get("enabled") is False
-            else ("existing" if cache.get("existingClaim") else "pvc")
-        )
-        o.job_desired = bool(
-            spec.get("mode", "gpu") == "gpu"
-            and cache.get("preDownload")
-            and cache.get("enabled", True)
-            and "omni" in comps
-        )
+        try:
+            plan = build_plan(vg, await self.served_apis())
+        except InvalidSpec:
+            return o  # compute_status reports the spec's problems; nothing to read
+        comps = list(plan.names)
+        o.cache_mode = plan.cache_mode
+        o.job_desired = plan.download_job is not None
         reads: list[Any] = [self._deployment(ns, child_name(name, c)) for c in comps]
         reads.append(
             self.kube.get(PVC, ns, child_name(name, "model-cache")) if o.cache_mode == "pvc" else _none()
         )
-        if o.job_desired:
-            reads.append(self.kube.get(JOB, ns, download_job_name(name, with_defaults(spec))))
-        else:
-            reads.append(_none())
+        reads.append(self.kube.get(JOB, ns, plan.download_job) if plan.download_job else _none())
+        scaler = BY_KIND.get(plan.autoscaler) if plan.autoscaler else None
+        served = scaler is not None and await self.kube.served(scaler)
+        reads.append(self.kube.get(scaler, ns, child_name(name, "gateway")) if scaler and served else _none())
         got = await asyncio.gather(*reads)
         o.deployments = dict(zip(comps, got[: len(comps)], strict=True))
-        o.pvc, o.job = got[len(comps)], got[len(comps) + 1]
+        o.pvc, o.job, o.autoscaler = got[len(comps)], got[len(comps) + 1], got[len(comps) + 2]
+        if plan.autoscaler is not None:
+            o.autoscaler_kind = f"{plan.autoscaler[0]} {plan.autoscaler[1]}"
         return o
 
     async def _deployment(self, ns: str, name: str) -> Obj | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -15,18 +16,23 @@ import yaml
 
 from voice_operator import API_VERSION, KIND, __version__
 from voice_operator import defaults as d
+from voice_operator.autoscaling import autoscaler, drain_hook, termination_grace
 from voice_operator.deployconfig import render_deploy_config
-from voice_operator.spec import InvalidSpec, SpecError, checked
+from voice_operator.plan import DEPLOY_CONFIG_DIR, Plan, build_plan
+from voice_operator.spec import InvalidSpec, SpecError
 
 Obj = dict[str, Any]
 
 HASH_ANNOTATION = "voice.aetherpro.ai/config-hash"
 MANAGED_BY = "voice-gateway-operator"
-DEPLOY_CONFIG_DIR = "/etc/vllm-omni"
 VOICES_DIR = "/etc/voice-gateway/voices"  # the gateway's TTS_VOICES_DIR
 NO_UID = "00000000-0000-0000-0000-000000000000"  # `render -f` of a file that was never stored
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 63 - len("-model-download-12345678")  # the longest child name suffix
+
+
+def _has_voices(vg: Obj) -> bool:
+    return bool(((vg.get("spec") or {}).get("tts") or {}).get("voices"))
 
 
 def labels(name: str, component: str) -> dict[str, str]:
@@ -57,7 +63,7 @@ def _hash(*parts: Any) -> str:
 
 
 class _Ctx:
-    def __init__(self, vg: Obj):
+    def __init__(self, vg: Obj, apis: Collection[str] | None = None):
         meta = vg.get("metadata") or {}
         self.name: str = meta.get("name", "")
         self.namespace: str = meta.get("namespace") or "default"
@@ -71,7 +77,8 @@ class _Ctx:
                 )
             )
         try:
-            self.spec = checked(vg.get("spec"))
+            self.plan: Plan = build_plan(vg, apis, voices_dir=VOICES_DIR if _has_voices(vg) else None)
+            self.spec = self.plan.spec
         except InvalidSpec as e:
             raise InvalidSpec(errs + e.errors) from None
         if errs:
@@ -97,17 +104,13 @@ class _Ctx:
             m["annotations"] = annotations
         return m
 
-    def url(self, component: str, scheme: str = "http") -> str:
-        port = self.spec[component]["port"]
-        return f"{scheme}://{child_name(self.name, component)}.{self.namespace}.svc:{port}"
-
     @property
     def gpu(self) -> bool:
         return self.spec["mode"] == "gpu"
 
     @property
     def model_servers(self) -> bool:
-        return self.spec["gateway"]["engine"] == "vllm-omni"
+        return "omni" in self.plan.names
 
 
 # ---------------------------------------------------------------- pod building blocks
@@ -206,55 +209,23 @@ def _deployment(
 
 def _model_server(c: _Ctx, component: str, voices_cm: Obj | None, deploy_cm: Obj | None) -> Obj:
     block = c.spec[component]
-    port = block["port"]
+    planned = c.plan.component(component)
+    port = planned.port
     vols, mounts = _writable_volumes()
     vols.append(_cache_volume(c))
     mounts.append({"name": "model-cache", "mountPath": c.spec["modelCache"]["mountPath"]})
     resources = _resources(block)
-    env = {
-        "HF_HOME": c.spec["modelCache"]["mountPath"],
-        "HOME": "/tmp",
-        "XDG_CACHE_HOME": "/tmp/.cache",
-        "AUDIO_SAMPLE_RATE": str(c.spec["audio"]["sampleRate"]),
-        "DO_NOT_TRACK": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-    }
     tolerations = None
-    if c.gpu:
-        gpu = block["gpu"]
-        image = block.get("image") or d.VLLM_OMNI_IMAGE
-        args = [
-            "vllm",
-            "serve",
-            block["model"],
-            "--omni",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(port),
-            "--deploy-config",
-            f"{DEPLOY_CONFIG_DIR}/deploy.yaml",
-            "--trust-remote-code",
-            # vLLM-Omni fills its /metrics only with --log-stats
-            "--log-stats",
-        ]
-        # maxModelLen lives on stage 0 of the deploy config only: under --omni a global --max-model-len
-        # overrides EVERY stage, and would cut code2wav's 65536 (the whole codec stream) to the thinker's.
+    if planned.gpu is not None:
         limits = resources.setdefault("limits", {})
-        limits[gpu["resourceName"]] = str(gpu["count"])
-        if component == "tts":
-            env["SPEAKER_SAMPLES_DIR"] = "/tmp/speakers"
+        limits[planned.gpu.resource] = str(planned.gpu.count)
         if deploy_cm is None:
             raise ValueError(f"{component}: a GPU model server needs its deploy-config ConfigMap")
         vols.append({"name": "deploy-config", "configMap": {"name": deploy_cm["metadata"]["name"]}})
         mounts.append({"name": "deploy-config", "mountPath": DEPLOY_CONFIG_DIR, "readOnly": True})
-        tolerations = [{"key": gpu["resourceName"], "operator": "Exists", "effect": "NoSchedule"}]
-        startup_periods = d.STARTUP_BUDGET_SECONDS // 10
-    else:
-        image = block.get("image") or c.spec["gateway"]["image"]
-        args = ["voice-gateway", "engine-server", "--host", "0.0.0.0", "--port", str(port)]
-        startup_periods = 60  # CPU engines ship inside the image: ten minutes is plenty
-    args += list(block.get("extraArgs") or [])
+        tolerations = [{"key": planned.gpu.resource, "operator": "Exists", "effect": "NoSchedule"}]
+    startup_periods = planned.startup_seconds // 10
+    image, args, env = planned.image, list(planned.argv), planned.env
     container: Obj = {
         "name": "server",
         "image": image,
@@ -389,14 +360,15 @@ def _voice_volumes(c: _Ctx) -> tuple[list[Obj], list[Obj], list[Obj]]:
 
 def _gateway(c: _Ctx, env_cm: Obj, voices_cm: Obj | None) -> Obj:
     gw = c.spec["gateway"]
-    port = gw["service"]["port"]
+    planned = c.plan.component("gateway")
+    port = planned.port
     vols, mounts = _writable_volumes()
     init_containers: list[Obj] = []
     if voices_cm:
         v, m, init_containers = _voice_volumes(c)
         vols += v
         mounts += m
-    if not c.model_servers:  # embedded engines run inside the gateway and need the model cache
+    if planned.model_cache:
         vols.append(_cache_volume(c))
         mounts.append({"name": "model-cache", "mountPath": c.spec["modelCache"]["mountPath"]})
     env: list[Obj] = []
@@ -412,9 +384,9 @@ def _gateway(c: _Ctx, env_cm: Obj, voices_cm: Obj | None) -> Obj:
     env += list(gw.get("env") or [])
     container: Obj = {
         "name": "gateway",
-        "image": gw["image"],
-        "command": ["voice-gateway"],
-        "args": ["serve", "--host", "0.0.0.0", "--port", str(port)],
+        "image": planned.image,
+        "command": list(planned.argv[:1]),
+        "args": list(planned.argv[1:]),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": env_cm["metadata"]["name"]}}],
         # /health is 503 while the engines load: that gates traffic (readiness) but must not restart the
@@ -424,6 +396,8 @@ def _gateway(c: _Ctx, env_cm: Obj, voices_cm: Obj | None) -> Obj:
         "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 20, "failureThreshold": 3},
         "securityContext": dict(_CONTAINER_SECURITY),
         "volumeMounts": mounts,
+        # scale-down and rollouts: the pod leaves the Service first, then waits for its conversations
+        "lifecycle": drain_hook(port, gw["drainSeconds"]),
     }
     if env:
         container["env"] = env
@@ -435,8 +409,8 @@ def _gateway(c: _Ctx, env_cm: Obj, voices_cm: Obj | None) -> Obj:
     pod: Obj = {
         "securityContext": dict(_POD_SECURITY),
         "enableServiceLinks": False,
-        # voice sessions are long-lived WebSockets: give them time to finish on a rollout
-        "terminationGracePeriodSeconds": 120,
+        # voice sessions are long-lived WebSockets: the drain, then the gateway's own shutdown grace
+        "terminationGracePeriodSeconds": termination_grace(gw["drainSeconds"], gw["shutdownGraceSeconds"]),
         "containers": [container],
         **({"initContainers": init_containers} if init_containers else {}),
         "volumes": vols,
@@ -457,24 +431,7 @@ def _gateway(c: _Ctx, env_cm: Obj, voices_cm: Obj | None) -> Obj:
 
 
 def _gateway_env(c: _Ctx) -> Obj:
-    data = {
-        "VOICE_ENGINE": c.spec["gateway"]["engine"],
-        "AUDIO_SAMPLE_RATE": str(c.spec["audio"]["sampleRate"]),
-        "HF_HOME": c.spec["modelCache"]["mountPath"],
-        "VOICE_GATEWAY_MODE": c.spec["mode"],
-    }
-    if c.gpu:
-        # vLLM serves a model under its path by default; in cpu mode the engine-server's own names are
-        # left to the gateway's discovery (/v1/models), since spec.*.model names GPU checkpoints.
-        data |= {"OMNI_MODEL": c.spec["omni"]["model"], "TTS_MODEL": c.spec["tts"]["model"]}
-    if c.model_servers:
-        data |= {
-            "OMNI_SERVICE_URL": c.url("omni"),
-            "OMNI_WS_URL": c.url("omni", "ws"),
-            "TTS_SERVICE_URL": c.url("tts"),
-        }
-    if c.spec["tts"].get("voices"):
-        data["TTS_VOICES_DIR"] = VOICES_DIR
+    data = dict(c.plan.component("gateway").env)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -512,14 +469,9 @@ def _pvc(c: _Ctx) -> Obj | None:
     }
 
 
-def download_job_name(c_name: str, spec: Obj) -> str:
-    # A Job's pod template is immutable: a new model set gets a new Job (the old one is pruned).
-    return f"{c_name}-model-download-{_hash(spec['omni']['model'], spec['tts']['model'])[:8]}"
-
-
 def _download_job(c: _Ctx) -> Obj | None:
     cache = c.spec["modelCache"]
-    if not (c.gpu and c.model_servers and cache["enabled"] and cache["preDownload"]):
+    if c.plan.download_job is None:
         return None
     models = [c.spec["omni"]["model"], c.spec["tts"]["model"]]
     script = (
@@ -549,7 +501,7 @@ def _download_job(c: _Ctx) -> Obj | None:
         "volumes": vols,
     }
     _scheduling(c.spec["omni"], pod)
-    meta = c.meta("model-cache", download_job_name(c.name, c.spec))
+    meta = c.meta("model-cache", c.plan.download_job)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -609,36 +561,9 @@ def _ingress(c: _Ctx) -> Obj | None:
     }
 
 
-def _hpa(c: _Ctx) -> Obj | None:
+def _autoscaler(c: _Ctx, apis: Collection[str] | None) -> Obj | None:
     auto = c.spec["gateway"].get("autoscaling") or {}
-    if not auto.get("enabled"):
-        return None
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": c.meta("gateway"),
-        "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": child_name(c.name, "gateway"),
-            },
-            "minReplicas": auto["minReplicas"],
-            "maxReplicas": auto["maxReplicas"],
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {
-                            "type": "Utilization",
-                            "averageUtilization": auto["targetCPUUtilizationPercentage"],
-                        },
-                    },
-                }
-            ],
-        },
-    }
+    return autoscaler(c.meta("gateway"), child_name(c.name, "gateway"), auto, apis)
 
 
 def _pdb(c: _Ctx) -> Obj | None:
@@ -692,10 +617,12 @@ def _network_policy(c: _Ctx) -> Obj | None:
     }
 
 
-def render(vg: Obj) -> list[Obj]:
+def render(vg: Obj, apis: Collection[str] | None = None) -> list[Obj]:
     """All children of a VoiceGateway, in apply order (config before the pods that read it).
-    Raises InvalidSpec (naming the fields) for a resource that must not be reconciled."""
-    c = _Ctx(vg)
+    `apis`: the optional group/versions the cluster serves (autoscaling/v2beta2, keda.sh/v1alpha1; None: a
+    current cluster without KEDA). Raises InvalidSpec (naming the fields) for a resource that must not be
+    reconciled."""
+    c = _Ctx(vg, apis)
     out: list[Obj | None] = []
     voices_cm = _voices_configmap(c)
     env_cm = _gateway_env(c)
@@ -713,7 +640,7 @@ def render(vg: Obj) -> list[Obj]:
         _gateway(c, env_cm, voices_cm),
         _service(c, "gateway", gw["service"]["port"], gw["service"]["type"]),
         _ingress(c),
-        _hpa(c),
+        _autoscaler(c, apis),
         _pdb(c),
         _network_policy(c),
     ]

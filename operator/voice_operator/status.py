@@ -29,6 +29,8 @@ class Observed:
     apply_errors: list[str] = field(default_factory=list)
     invalid: list[str] | None = None
     endpoint: str = ""
+    autoscaler_kind: str = ""  # "apiVersion kind" the plan wants; empty: no autoscaling
+    autoscaler: Obj | None = None
 
 
 @dataclass
@@ -148,6 +150,18 @@ def cache_condition(o: Observed) -> tuple[Cond, bool]:
     return Cond(t, False, "Pending", f"PersistentVolumeClaim {name} is {phase}"), False
 
 
+def autoscaler_status(o: Observed, name: str) -> Obj | None:
+    """The autoscaler the plan wants and what it reports (an HPA's replica counts; KEDA's HPA is its own)."""
+    if not o.autoscaler_kind:
+        return None
+    out: Obj = {"kind": o.autoscaler_kind, "name": name, "found": o.autoscaler is not None}
+    st = (o.autoscaler or {}).get("status") or {}
+    for key in ("currentReplicas", "desiredReplicas"):
+        if isinstance(st.get(key), int):
+            out[key] = st[key]
+    return out
+
+
 def merge_conditions(old: list[Obj] | None, new: list[Cond], now: str, generation: int) -> list[Obj]:
     previous = {c.get("type"): c for c in old or []}
     out = []
@@ -240,6 +254,9 @@ def compute_status(vg: Obj, o: Observed, now: str | None = None) -> Obj:
         "unservedKinds": sorted(o.unserved),
         "conditions": merge_conditions(old.get("conditions"), conds, now, generation),
     }
+    scaler = autoscaler_status(o, f"{vg['metadata']['name']}-gateway")
+    if scaler is not None:
+        status["autoscaler"] = scaler
     return status
 
 
