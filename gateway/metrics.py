@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,6 +15,22 @@ from gateway.engines.base import ModelInfo, ModelState
 from gateway.gpu import GpuStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Conversation turns: fine steps from 50 ms to 10 s, where spoken replies live and an SLO bound is set
+# (p95 from histogram_quantile is only as exact as the bucket edges around it); 20 s / 30 s catch a stall.
+TURN_BUCKETS = (
+    0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20, 30,
+)  # fmt: skip
+
+# A voice turn's `response.done.timings` key (milliseconds) -> its `stage` label and the engine role whose
+# name labels it (the stage's own engine: ASR time belongs to the transcriber, not to the conversation model).
+TURN_STAGES: dict[str, tuple[str, str]] = {
+    "first_audio_ms": ("first_audio", "responder"),
+    "asr_ms": ("asr", "transcriber"),
+    "llm_first_token_ms": ("llm_first_token", "responder"),
+    "llm_first_sentence_ms": ("llm_first_sentence", "responder"),
+    "tts_first_chunk_ms": ("tts_first_chunk", "synthesizer"),
+}
+BARGE_IN_STAGE = "barge_in_stop"
 
 
 class WorkerRestarts:
@@ -93,6 +109,15 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.turn_latency = Histogram(
+            "voice_gateway_turn_latency_seconds",
+            "Per-turn latency of /voice and /v1/realtime replies by stage: first_audio (commit -> first "
+            "reply audio), asr, llm_first_token, llm_first_sentence, tts_first_chunk, barge_in_stop "
+            "(interruption -> reply audio stopped)",
+            ["protocol", "engine", "stage"],
+            buckets=TURN_BUCKETS,
+            registry=r,
+        )
         r.register(ENGINE_WORKER_RESTARTS)
         # Children that must exist before the first event, so dashboards show 0 rather than nothing.
         for kind in ("read_stream", "voice", "realtime"):
@@ -108,6 +133,27 @@ class Metrics:
                 self.gpu_memory_total.labels(gpu=str(gpu.index)).set(gpu.memory_total_mb)
         for m in models:
             self.backend_up.labels(backend=m.role).set(1 if m.state is ModelState.READY else 0)
+
+    def open_turn_series(self, protocol: str, engines: Mapping[str, str]) -> None:
+        """Create a conversation's label sets at zero before its first turn: rate() and increase() only
+        count an observation that a scraped sample precedes, so a series born on its first turn loses it."""
+        for stage, role in (*TURN_STAGES.values(), (BARGE_IN_STAGE, "responder")):
+            self.turn_latency.labels(protocol=protocol, engine=engines[role], stage=stage)
+
+    def observe_turn(
+        self, protocol: str, timings: Mapping[str, float | None], engines: Mapping[str, str]
+    ) -> None:
+        """One reply's stage latencies, from its finished `response.done.timings`; `engines` maps a role
+        (responder, transcriber, synthesizer) to its engine name. Stages a reply never reached are skipped."""
+        for key, (stage, role) in TURN_STAGES.items():
+            ms = timings.get(key)
+            if ms is not None:
+                self.turn_latency.labels(protocol=protocol, engine=engines[role], stage=stage).observe(
+                    ms / 1000
+                )
+
+    def observe_barge_in(self, protocol: str, engine: str, seconds: float) -> None:
+        self.turn_latency.labels(protocol=protocol, engine=engine, stage=BARGE_IN_STAGE).observe(seconds)
 
 
 class HTTPMetricsMiddleware:

@@ -149,8 +149,25 @@ def q(metric: str, extra: str = "") -> str:
     return f"{metric}{{{sel}}}"
 
 
-def hq(quantile: float, metric: str, by: str) -> str:
-    return f"histogram_quantile({quantile}, sum by ({by}, le) (rate({q(metric + '_bucket')}[{RI}])))"
+def hq(quantile: float, metric: str, by: str, extra: str = "") -> str:
+    return f"histogram_quantile({quantile}, sum by ({by}, le) (rate({q(metric + '_bucket', extra)}[{RI}])))"
+
+
+# NVIDIA dcgm-exporter series of the model servers' GPUs, for a cluster where the gateway pod has no GPU:
+# its pod mapping, scraped with honorLabels false (the exporter charts' default), puts the GPU user's
+# namespace and pod in exported_namespace / exported_pod. The panels show whichever source exists
+# (NVML `or` DCGM).
+DCGM_SEL = 'exported_namespace=~"$namespace", exported_pod=~".+-(omni|tts)-.+"'
+
+
+def dcgm(metric: str) -> str:
+    """A DCGM series with the GPU user's pod as `instance`, so it reads like the gateway's NVML gauges."""
+    return f'label_join({metric}{{{DCGM_SEL}}}, "instance", "", "exported_pod")'
+
+
+# voice_gateway_turn_latency_seconds stages that follow one another inside a reply: stacked, they show where
+# the time to first audio goes (llm_first_token lies inside llm_first_sentence and is drawn on its own).
+TURN_SEQUENCE = 'stage=~"asr|llm_first_sentence|tts_first_chunk"'
 
 
 def gateway_dashboard() -> dict[str, Any]:
@@ -285,6 +302,86 @@ def gateway_dashboard() -> dict[str, Any]:
         8,
     )
 
+    turn = "voice_gateway_turn_latency_seconds"
+    L.row("Voice turns (/voice and /v1/realtime)")
+    for quantile, name in ((0.5, "p50"), (0.95, "p95")):
+        L.add(
+            series(
+                f"Turn stages {name} (stacked)",
+                [(hq(quantile, turn, "stage", TURN_SEQUENCE), "{{stage}}")],
+                "s",
+                f"{name} of each stage of a voice turn, stacked in the order they happen after the commit: "
+                "ASR wait, model time to its first speakable sentence, TTS time to its first audio chunk. "
+                "Their sum approximates the time to first audio.",
+                stack=True,
+            ),
+            12,
+            8,
+        )
+    first_audio = 'stage="first_audio"'
+    L.add(
+        series(
+            "Time to first reply audio (SLO)",
+            [
+                (hq(0.5, turn, "protocol", first_audio), "p50 {{protocol}}"),
+                (hq(0.95, turn, "protocol", first_audio), "p95 {{protocol}}"),
+            ],
+            "s",
+            "End of the user's turn (server VAD's or the client's commit) to the first reply audio sent, by "
+            "protocol (alert: VoiceGatewayFirstAudioSlow, p95 over monitoring.alerts.firstAudio.p95Seconds).",
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Turn stage quantiles by engine",
+            [
+                (hq(0.5, turn, "stage, engine", 'stage!="barge_in_stop"'), "p50 {{stage}} {{engine}}"),
+                (hq(0.95, turn, "stage, engine", 'stage!="barge_in_stop"'), "p95 {{stage}} {{engine}}"),
+            ],
+            "s",
+            "Every stage on its own, by the engine doing it: asr, llm_first_token, llm_first_sentence, "
+            "tts_first_chunk, first_audio.",
+        ),
+        12,
+        8,
+    )
+    barge_in = 'stage="barge_in_stop"'
+    L.add(
+        series(
+            "Barge-in: interruption to audio stopped",
+            [
+                (hq(0.5, turn, "protocol", barge_in), "p50 {{protocol}}"),
+                (hq(0.95, turn, "protocol", barge_in), "p95 {{protocol}}"),
+            ],
+            "s",
+            "From the interruption (speech heard over the reply, a client interrupt / response.cancel, or a "
+            "new commit) until the reply's generation, synthesis and audio have stopped.",
+        ),
+        12,
+        8,
+    )
+    L.add(
+        series(
+            "Voice turns / s",
+            [
+                (
+                    f"sum by (protocol) (rate({q(turn + '_count', first_audio)}[{RI}]))",
+                    "replies {{protocol}}",
+                ),
+                (
+                    f"sum by (protocol) (rate({q(turn + '_count', barge_in)}[{RI}]))",
+                    "interrupted {{protocol}}",
+                ),
+            ],
+            "ops",
+            "Spoken replies (those that reached first audio) and interruptions per second, by protocol.",
+        ),
+        12,
+        8,
+    )
+
     L.row("Streams and throughput")
     L.add(
         series(
@@ -311,17 +408,23 @@ def gateway_dashboard() -> dict[str, Any]:
     L.row("GPU")
     used = q("voice_gateway_gpu_memory_used_mb")
     total = q("voice_gateway_gpu_memory_total_mb")
+    d_used, d_free = dcgm("DCGM_FI_DEV_FB_USED"), dcgm("DCGM_FI_DEV_FB_FREE")
+    sources = (
+        " Single host: the gateway's NVML gauges (instance = the gateway); in a cluster, where the gateway "
+        "pod has no GPU: NVIDIA dcgm-exporter's series of the model servers' GPUs (instance = the pod)."
+    )
     L.add(
         series(
             "GPU utilization",
             [
                 (
-                    f"max by (instance, gpu) ({q('voice_gateway_gpu_utilization_percent')})",
+                    f"max by (instance, gpu) ({q('voice_gateway_gpu_utilization_percent')})"
+                    f" or max by (instance, gpu) ({dcgm('DCGM_FI_DEV_GPU_UTIL')})",
                     "{{instance}} gpu {{gpu}}",
                 )
             ],
             "percent",
-            "GPU utilization seen by the gateway (NVML).",
+            "GPU utilization." + sources,
         ),
         8,
         8,
@@ -330,11 +433,17 @@ def gateway_dashboard() -> dict[str, Any]:
         series(
             "GPU memory used and total",
             [
-                (f"max by (instance, gpu) ({used})", "used {{instance}} gpu {{gpu}}"),
-                (f"max by (instance, gpu) ({total})", "total {{instance}} gpu {{gpu}}"),
+                (
+                    f"max by (instance, gpu) ({used}) or max by (instance, gpu) ({d_used})",
+                    "used {{instance}} gpu {{gpu}}",
+                ),
+                (
+                    f"max by (instance, gpu) ({total}) or max by (instance, gpu) ({d_used} + {d_free})",
+                    "total {{instance}} gpu {{gpu}}",
+                ),
             ],
             "decmbytes",
-            "GPU memory in use and the card's memory, both from NVML.",
+            "GPU memory in use and the card's memory (DCGM: used + free)." + sources,
         ),
         8,
         8,
@@ -342,10 +451,17 @@ def gateway_dashboard() -> dict[str, Any]:
     L.add(
         series(
             "GPU memory share of the card",
-            [(f"max by (instance, gpu) ({used} / ({total} > 0))", "{{instance}} gpu {{gpu}}")],
+            [
+                (
+                    f"max by (instance, gpu) ({used} / ({total} > 0))"
+                    f" or max by (instance, gpu) ({d_used} / ({d_used} + {d_free}))",
+                    "{{instance}} gpu {{gpu}}",
+                )
+            ],
             "percentunit",
             "Memory used over the card's memory (alert: VoiceGatewayGPUMemoryHigh above 95 %). vLLM "
-            "preallocates its share (gpu.memoryUtilization): this sits near the sum of the servers' shares.",
+            "preallocates its share (gpu.memoryUtilization): this sits near the sum of the servers' shares."
+            + sources,
         ),
         8,
         8,
@@ -441,17 +557,20 @@ def _dashboard(
     }
 
 
-# The model servers' families (vLLM-Omni with --log-stats; `voice-gateway engine-server` exports the same
-# names in cpu mode). `job` is the Service's app.kubernetes.io/component (omni / tts), via the ServiceMonitor.
+# The model servers' families as vLLM-Omni 0.30.0 exposes them (metrics/prometheus.py, modality.py: the
+# `vllm_omni:` pipeline families, labelled `model_name`; per-stage ones and upstream vLLM's `vllm:` add
+# `stage` and `replica`); `voice-gateway engine-server` exports the same names in cpu mode. The names are
+# checked against a real server by tests/real_vllm_omni/test_metrics_names.py. `job` is the Service's
+# app.kubernetes.io/component (omni / tts), via the ServiceMonitor.
 MODEL_JOBS = 'job=~"omni|tts"'
 
 
 def model_servers_dashboard() -> dict[str, Any]:
     L = Layout()
-    run_ = "vllm:omni_num_requests_running"
-    ok = "vllm:omni_requests_success_total"
-    e2e = "vllm:omni_e2e_request_latency_s"
-    ttfp = "vllm:omni_audio_ttfp_s"
+    run_ = "vllm_omni:num_requests_running"
+    ok = "vllm_omni:requests_success_total"
+    e2e = "vllm_omni:e2e_request_latency_s"
+    ttfp = "vllm_omni:audio_ttfp_s"
 
     L.row("Health")
     L.add(
@@ -515,7 +634,7 @@ def model_servers_dashboard() -> dict[str, Any]:
             "Requests running by server",
             [(f"sum by (job) ({q(run_)})", "{{job}}")],
             "short",
-            "vllm:omni_num_requests_running by model server.",
+            "vllm_omni:num_requests_running by model server.",
             stack=True,
         ),
         6,
@@ -524,10 +643,10 @@ def model_servers_dashboard() -> dict[str, Any]:
     L.add(
         series(
             "Requests waiting by server",
-            [(f"sum by (job) ({q('vllm:omni_num_requests_waiting')})", "{{job}}")],
+            [(f"sum by (job) ({q('vllm_omni:num_requests_waiting')})", "{{job}}")],
             "short",
-            "vllm:omni_num_requests_waiting: the queue in front of the model (saturation; vLLM-Omni only, "
-            "the CPU engine-server has no queue).",
+            "vllm_omni:num_requests_waiting: the queue in front of the model (saturation; the CPU "
+            "engine-server has no queue: always 0).",
             stack=True,
         ),
         6,
@@ -538,7 +657,7 @@ def model_servers_dashboard() -> dict[str, Any]:
             "Finished requests by reason",
             [(f"sum by (job, finished_reason) (rate({q(ok)}[{RI}]))", "{{job}} {{finished_reason}}")],
             "reqps",
-            "vllm:omni_requests_success_total rate by server and finish reason.",
+            "vllm_omni:requests_success_total rate by server and finish reason.",
             stack=True,
         ),
         12,
@@ -552,7 +671,7 @@ def model_servers_dashboard() -> dict[str, Any]:
                 (hq(0.95, e2e, "job"), "p95 {{job}}"),
             ],
             "s",
-            "vllm:omni_e2e_request_latency_s quantiles by server.",
+            "vllm_omni:e2e_request_latency_s quantiles by server.",
         ),
         12,
         8,
@@ -565,10 +684,30 @@ def model_servers_dashboard() -> dict[str, Any]:
                 (hq(0.95, ttfp, "job"), "p95 {{job}}"),
             ],
             "s",
-            "vllm:omni_audio_ttfp_s quantiles by server: what a listener waits before hearing anything.",
+            "vllm_omni:audio_ttfp_s quantiles by server: what a listener waits before hearing anything.",
         ),
         12,
         8,
+    )
+
+    L.add(
+        series(
+            "KV cache usage",
+            [
+                (
+                    f"max by (job) ({q('vllm:kv_cache_usage_perc')})"
+                    f" or max by (job) ({q('vllm:gpu_cache_usage_perc')})",
+                    "{{job}}",
+                )
+            ],
+            "percentunit",
+            "The model servers' own KV-cache use (1 = full: new requests wait), as vLLM exports it: "
+            "vllm:kv_cache_usage_perc (vLLM 0.30, the one vLLM-Omni 0.30 serves; one series per stage and "
+            "replica, the fullest shown) or vllm:gpu_cache_usage_perc (older vLLM). The CPU engine-server "
+            "has no KV cache.",
+        ),
+        24,
+        7,
     )
 
     L.row("Tokens")
@@ -576,11 +715,12 @@ def model_servers_dashboard() -> dict[str, Any]:
         series(
             "Token throughput",
             [
-                (f"sum by (job) (rate({q('vllm:generation_tokens_total')}[{RI}]))", "generated {{job}}"),
-                (f"sum by (job) (rate({q('vllm:prompt_tokens_total')}[{RI}]))", "prompt {{job}}"),
+                (f"sum by (job) (rate({q('vllm_omni:generation_tokens_total')}[{RI}]))", "generated {{job}}"),
+                (f"sum by (job) (rate({q('vllm_omni:prompt_tokens_total')}[{RI}]))", "prompt {{job}}"),
             ],
             "short",
-            "Prompt and generated tokens per second (vLLM's counters; stage 0 is the Omni thinker).",
+            "Prompt and generated tokens per second, summed over every pipeline stage "
+            "(vllm_omni:prompt_tokens_total, vllm_omni:generation_tokens_total).",
         ),
         24,
         8,
@@ -591,7 +731,7 @@ def model_servers_dashboard() -> dict[str, Any]:
         title="Voice Gateway / Model servers",
         description="The Qwen3-Omni and Qwen3-TTS model servers (vLLM-Omni, or the CPU engine-server): "
         "health, load, latency, time to first audio and token throughput.",
-        variable_metric="vllm:omni_num_requests_running",
+        variable_metric="vllm_omni:num_requests_running",
         panels=L.panels,
     )
 

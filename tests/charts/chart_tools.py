@@ -112,7 +112,13 @@ def crd_json_schema(crd: Obj) -> Obj:
     return conv(version["schema"]["openAPIV3Schema"])
 
 
-METRIC_RE = re.compile(r"\b(voice_gateway_[a-z0-9_]+|voice_operator_[a-z0-9_]+|vllm:[a-z0-9_:]+|up)\b")
+METRIC_RE = re.compile(
+    r"\b(voice_gateway_[a-z0-9_]+|voice_operator_[a-z0-9_]+|vllm(?:_omni)?:[a-z0-9_:]+|DCGM_FI_[A-Z0-9_]+|up)\b"
+)
+
+# NVIDIA dcgm-exporter's families the chart reads (its default counters: DCGM field names, MiB and %), for
+# GPU figures in a cluster, where the gateway pod has no GPU.
+DCGM_FAMILIES = {"DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_GPU_UTIL"}
 
 
 def gateway_metric_families() -> set[str]:
@@ -122,9 +128,11 @@ def gateway_metric_families() -> set[str]:
     return _names(Metrics().registry.collect())
 
 
-# Families only a real vLLM-Omni (with --log-stats) exports, per its metrics design doc (VLLM_OMNI.md §6);
-# the CPU engine-server has no queue. Dashboards may read them; the live test cannot produce them.
-VLLM_OMNI_ONLY = {"vllm:omni_num_requests_waiting"}
+# Families only a real vLLM-Omni exports: the CPU engine-server has no KV cache. Dashboards may read them; the
+# live test cannot produce them (tests/real_vllm_omni/test_metrics_names.py finds them on the real server).
+# vllm:kv_cache_usage_perc is vLLM 0.30's name (vllm/v1/metrics/loggers.py, which vLLM-Omni 0.30's
+# OmniPrometheusStatLogger wraps); vllm:gpu_cache_usage_perc the name older vLLM releases export.
+VLLM_OMNI_ONLY = {"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"}
 
 
 def engine_server_metric_families() -> set[str]:

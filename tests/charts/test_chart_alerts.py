@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.charts.chart_tools import (
+    DCGM_FAMILIES,
     MONITORING_APIS,
     PROFILES,
     REPO,
@@ -27,6 +28,7 @@ EXPECTED_ALERTS = {
     "VoiceGatewayHigh5xxRatio",
     "VoiceGatewayHighRequestLatencyP95",
     "VoiceGatewayAudioGenerationSlow",
+    "VoiceGatewayFirstAudioSlow",
     "VoiceGatewayBackendDown",
     "VoiceGatewayModelServerScrapeDown",
     "VoiceGatewayGPUMemoryHigh",
@@ -73,7 +75,7 @@ def test_every_alert_has_for_severity_and_runbook() -> None:
 
 
 def test_alerts_use_only_metrics_the_gateway_exports() -> None:
-    exported = gateway_metric_families() | {"up"}
+    exported = gateway_metric_families() | {"up"} | DCGM_FAMILIES
     for name, rule in alerts(rendered_groups()).items():
         used = metric_names(rule["expr"])
         assert used, name
@@ -97,12 +99,16 @@ def test_profile_thresholds_reach_the_rules() -> None:
 
 
 def test_gpu_memory_alert_divides_by_the_exported_total() -> None:
-    """The card's memory comes from the gateway (voice_gateway_gpu_memory_total_mb); the deprecated
-    gpuMemory.totalMb adds a fallback only for series without it."""
+    """The card's memory comes from the gateway (voice_gateway_gpu_memory_total_mb) or DCGM (used + free); the
+    deprecated gpuMemory.totalMb adds a fallback only for series without it."""
+    nvml = {"voice_gateway_gpu_memory_used_mb", "voice_gateway_gpu_memory_total_mb"}
     for profile in (None, *PROFILES):
         expr = alerts(rendered_groups(profile))["VoiceGatewayGPUMemoryHigh"]["expr"]
-        assert metric_names(expr) == {"voice_gateway_gpu_memory_used_mb", "voice_gateway_gpu_memory_total_mb"}
+        assert metric_names(expr) == nvml | {"DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}  # "auto"
         assert "unless" not in expr and not re.search(r"/ \d", expr), expr
+    for source, names in (("nvml", nvml), ("dcgm", {"DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"})):
+        groups = one(template(*MONITORING_APIS, "--set", f"monitoring.gpu.source={source}"), "PrometheusRule")
+        assert metric_names(alerts(groups["spec"]["groups"])["VoiceGatewayGPUMemoryHigh"]["expr"]) == names
 
 
 # The deprecated fallback, rendered with totalMb set and run by promtool: an old gateway (no total) is divided

@@ -2,14 +2,17 @@
 
 A model server (`voice-gateway engine-server`, vLLM-Omni's API on the CPU engines) and a gateway in front of
 it (`voice-gateway serve`, vLLM-Omni engine) run on 127.0.0.1, the gateway with a simulated NVML so its GPU
-code path exports the GPU gauges; Prometheus scrapes both every second and evaluates the chart's alert
-rules; the test sends real traffic (HTTP requests and one spoken /voice turn), then runs every dashboard
-query (variables resolved as Grafana would) and requires data. The operator dashboard runs against the real
+code path exports the GPU gauges, beside a stand-in for NVIDIA's dcgm-exporter (tests/charts/fake_dcgm.py:
+the cluster's GPU source, with DCGM's exact names and labels); Prometheus scrapes them every second and
+evaluates the chart's alert rules; the test sends real traffic (HTTP requests, spoken /voice and
+/v1/realtime turns, an interrupted reply), then runs every dashboard query (variables resolved as Grafana
+would) and requires data. The operator dashboard runs against the real
 operator in test_chart_on_control_plane.py.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -23,10 +26,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from gateway.audio.pcm import read_wav
 from tests.charts.chart_tools import (
+    DCGM_FAMILIES,
     MONITORING_APIS,
     REPO,
     VLLM_OMNI_ONLY,
@@ -37,6 +41,7 @@ from tests.charts.chart_tools import (
     operator_metric_families,
     template,
 )
+from tests.charts.fake_dcgm import Gpu, fake_dcgm_exporter
 from tests.charts.prom import (
     DASHBOARDS,
     Prometheus,
@@ -107,6 +112,11 @@ def test_dashboard_covers_the_issue_panels() -> None:
         "time to first audio packet",
         "requests waiting",
         "reconciles by trigger",
+        "turn stages p50 (stacked)",
+        "turn stages p95 (stacked)",
+        "time to first reply audio",
+        "barge-in",
+        "kv cache usage",
     ):
         assert needle in titles, needle  # fmt: skip
 
@@ -117,7 +127,7 @@ def _exported(title: str) -> set[str]:
         return engine_server_metric_families() | VLLM_OMNI_ONLY | {"up"}
     if title.startswith("operator:"):
         return operator_metric_families()
-    return gateway_metric_families()
+    return gateway_metric_families() | DCGM_FAMILIES
 
 
 @pytest.mark.parametrize(("title", "expr"), ALL_TARGETS, ids=[t for t, _ in ALL_TARGETS])
@@ -164,26 +174,67 @@ def _voice_turn(gateway: ServerProcess) -> None:
     assert r.status_code == 200, r.text
     pcm = read_wav(r.content).pcm
     with connect(gateway.ws_url + "/voice", max_size=None, open_timeout=30) as ws:
-
-        def until(kind: str) -> dict[str, object]:
-            while True:
-                message = ws.recv(timeout=120)
-                if isinstance(message, str) and (event := json.loads(message))["type"] in (kind, "error"):
-                    assert event["type"] == kind, event
-                    return dict(event)
-
-        until("session.created")
+        _until(ws, "session.created")
         # a short reply keeps the turn quick on a loaded machine; commits are the client's (no server VAD)
         update = {"turn_detection": None, "max_response_tokens": 24}
         ws.send(json.dumps({"type": "session.update", "session": update}))
-        until("session.updated")
+        _until(ws, "session.updated")
+        time.sleep(1.5)  # a scrape sees the session's turn series at zero, so rate() counts its first turn
         for i in range(0, len(pcm), 960):  # 20 ms frames
             ws.send(pcm[i : i + 960])
         ws.send(json.dumps({"type": "audio.commit"}))
-        done = until("response.done")
+        done = _until(ws, "response.done")
     assert done["status"] == "completed", done
     usage = done["usage"]
     assert isinstance(usage, dict) and usage["tokens_per_second"] > 0, done
+    # the per-turn histograms: the same question on /v1/realtime, and a /voice reply cut short
+    _realtime_turn(gateway, pcm)
+    _interrupted_turn(gateway, pcm)
+
+
+def _until(ws: ClientConnection, kind: str) -> dict[str, object]:
+    """The next JSON event of type `kind`; an `error` event on the way fails the test."""
+    while True:
+        message = ws.recv(timeout=120)
+        if isinstance(message, str) and (event := json.loads(message))["type"] in (kind, "error"):
+            assert event["type"] == kind, event
+            return dict(event)
+
+
+def _realtime_turn(gateway: ServerProcess, pcm: bytes) -> None:
+    """One spoken turn on WS /v1/realtime (docs/realtime.md), committed by the client, then answered."""
+    with connect(gateway.ws_url + "/v1/realtime?model=gpt-realtime", max_size=None, open_timeout=30) as ws:
+        _until(ws, "session.created")
+        session = {"type": "realtime", "max_output_tokens": 24, "audio": {"input": {"turn_detection": None}}}
+        ws.send(json.dumps({"type": "session.update", "session": session}))
+        _until(ws, "session.updated")
+        time.sleep(1.5)  # a scrape sees the session's turn series at zero, so rate() counts its first turn
+        for i in range(0, len(pcm), 4800):  # 100 ms per append
+            chunk = base64.b64encode(pcm[i : i + 4800]).decode()
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        ws.send(json.dumps({"type": "response.create"}))
+        done = _until(ws, "response.done")
+    response = done["response"]
+    assert isinstance(response, dict) and response["status"] in ("completed", "incomplete"), done
+
+
+def _interrupted_turn(gateway: ServerProcess, pcm: bytes) -> None:
+    """A /voice reply the client interrupts as soon as it starts (a long answer is asked for)."""
+    with connect(gateway.ws_url + "/voice", max_size=None, open_timeout=30) as ws:
+        _until(ws, "session.created")
+        update = {"turn_detection": None, "max_response_tokens": 160}
+        ws.send(json.dumps({"type": "session.update", "session": update}))
+        _until(ws, "session.updated")
+        time.sleep(1.5)  # a scrape sees the session's turn series at zero, so rate() counts its first turn
+        for i in range(0, len(pcm), 960):
+            ws.send(pcm[i : i + 960])
+        ws.send(json.dumps({"type": "audio.commit"}))
+        _until(ws, "response.started")
+        ws.send(json.dumps({"type": "interrupt"}))
+        interrupted = _until(ws, "interrupted")
+        done = _until(ws, "response.done")
+    assert interrupted["reason"] == "client" and done["status"] == "interrupted", done
 
 
 def _model_server_traffic(url: str) -> int:
@@ -215,6 +266,15 @@ def _model_server_traffic(url: str) -> int:
     return finished
 
 
+NAMESPACE = "voice-test"
+# What NVIDIA's dcgm-exporter reports on a GPU node: the Omni server's GPU (75 % of an L40S, as vLLM's
+# preallocated shares leave it) and another workload's full GPU, which no panel or alert of this chart shows.
+DCGM_GPUS = (
+    Gpu(0, NAMESPACE, "vg-omni-7d9f5c-x2k4q", "server", util_percent=63, used_mib=34551, free_mib=11517),
+    Gpu(1, "ml", "train-0", "trainer", util_percent=100, used_mib=46000, free_mib=68),
+)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("prometheus")
@@ -238,7 +298,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             },
         )
         gateway.wait_ready()
-        namespace = "voice-test"
+        namespace = NAMESPACE
         rules = tmp / "rules.yaml"
         rules.write_text(
             yaml.safe_dump(one(template(*MONITORING_APIS), "PrometheusRule")["spec"], sort_keys=False)
@@ -249,7 +309,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             scrape_job("omni", engine.port, namespace, "vg-omni"),
             scrape_job("tts", engine.port, namespace, "vg-tts"),
         ]
-        with running_prometheus(tmp, jobs, [rules]) as prom:
+        with (
+            fake_dcgm_exporter(DCGM_GPUS) as dcgm_port,
+            running_prometheus(
+                tmp,
+                # the exporter's own namespace and pod as target labels (as its ServiceMonitor attaches
+                # them): the GPU user's namespace/pod become exported_namespace/exported_pod
+                [
+                    *jobs,
+                    scrape_job("nvidia-dcgm-exporter", dcgm_port, "gpu-operator", "nvidia-dcgm-exporter"),
+                ],
+                [rules],
+            ) as prom,
+        ):
             time.sleep(2)  # a few samples before the traffic, so rate() sees the increase
             reads = _traffic(gateway.url)
             _voice_turn(gateway)
@@ -259,8 +331,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             def scraped() -> bool:
                 return (
                     prom.value('sum(voice_gateway_requests_total{endpoint="/read"})') >= reads
-                    and prom.value('sum(vllm:omni_requests_success_total{job="omni"})') >= finished
+                    and prom.value('sum(vllm_omni:requests_success_total{job="omni"})') >= finished
                     and prom.value("count(voice_gateway_tokens_per_second)") >= 1
+                    and prom.value(
+                        'sum(voice_gateway_turn_latency_seconds_count{stage=~"first_audio|barge_in_stop"})'
+                    )
+                    >= 3
                 )
 
             wait(scraped, 30, "traffic scraped")
@@ -284,9 +360,13 @@ def test_every_dashboard_query_returns_data(stack: Stack, title: str, expr: str)
     stem = title.split(":", 1)[0]
     process = stack.engine_server if stem == "model-servers" else stack.gateway
     exposition = httpx.get(process.url + "/metrics", timeout=10).text
-    silent = silent_families({m for m in metric_names(expr) if m != "up"}, exposition)
+    # `up` comes from Prometheus, DCGM_* from the dcgm-exporter stand-in (checked by test_gpu_panels_*)
+    own = {m for m in metric_names(expr) if m != "up" and m not in DCGM_FAMILIES}
+    silent = silent_families(own, exposition)
     if silent and silent <= VLLM_OMNI_ONLY:
-        pytest.xfail(f"only a real vLLM-Omni exports {sorted(silent)} (the CPU engine-server has no queue)")
+        pytest.xfail(
+            f"only a real vLLM-Omni exports {sorted(silent)} (the CPU engine-server has no KV cache)"
+        )
     assert not silent, f"the traffic never set {sorted(silent)}: {process.url} exports no sample"
     run_panel_query(stack.prom, stem, expr)
 
@@ -294,7 +374,7 @@ def test_every_dashboard_query_returns_data(stack: Stack, title: str, expr: str)
 def test_chart_alert_rules_evaluate_cleanly_on_real_data(stack: Stack) -> None:
     def evaluated() -> bool:
         rules = stack.prom.rules()
-        return len(rules) == 8 and all(not r.get("lastEvaluation", "0001").startswith("0001") for r in rules)
+        return len(rules) == 9 and all(not r.get("lastEvaluation", "0001").startswith("0001") for r in rules)
 
     wait(evaluated, 20, "rules evaluated")
     rules = stack.prom.rules()
@@ -308,3 +388,49 @@ def test_chart_alert_rules_evaluate_cleanly_on_real_data(stack: Stack) -> None:
     assert math.isclose(used, 46068 * 0.75, rel_tol=0.01)
     total = stack.prom.value(f'voice_gateway_gpu_memory_total_mb{{namespace="{stack.namespace}"}}')
     assert math.isclose(total, 46068, rel_tol=0.001)
+
+
+GPU_PANELS = [t for t in LIVE_TARGETS if t[0].startswith("voice-gateway: GPU ")]
+
+
+@pytest.mark.parametrize(("title", "expr"), GPU_PANELS, ids=[t for t, _ in GPU_PANELS])
+def test_gpu_panels_show_nvml_and_dcgm_whichever_exists(stack: Stack, title: str, expr: str) -> None:
+    """Each GPU query returns the gateway's NVML series (single host) and, beside it, the model server's GPU
+    from DCGM (a cluster) — not the other workload's GPU on the same node."""
+    q = expr.replace("$__rate_interval", "1m")
+    for name, val in resolve_variables(stack.prom, "voice-gateway").items():
+        q = q.replace(f"${name}", val)
+    series = {
+        (r["metric"]["instance"], r["metric"]["gpu"]): float(r["value"][1]) for r in stack.prom.query(q)
+    }
+    omni = DCGM_GPUS[0]
+    assert {i for i, _ in series} == {f"127.0.0.1:{stack.gateway.port}", omni.pod}, series
+    dcgm_value = series[(omni.pod, str(omni.index))]
+    total = omni.used_mib + omni.free_mib
+    expected = {
+        "used": omni.used_mib,
+        "total": total,
+        "share": omni.used_mib / total,
+        "util": omni.util_percent,
+    }
+    if "utilization" in title:
+        assert dcgm_value == expected["util"]
+    elif "share" in title:
+        assert math.isclose(dcgm_value, expected["share"], rel_tol=1e-9)
+    else:
+        assert dcgm_value == (expected["total"] if "[B]" in title else expected["used"]), (title, series)
+
+
+def test_gpu_memory_alert_reads_dcgm_in_a_cluster(stack: Stack) -> None:
+    """The alert's DCGM branch ("auto" source) evaluates on the exporter's real series shape: the model
+    server's GPU under its namespace/pod, the other workload's full GPU left out."""
+    (rule,) = [r for r in stack.prom.rules() if r["name"] == "VoiceGatewayGPUMemoryHigh"]
+    expr = rule["query"].rsplit(">", 1)[0]
+    found = {
+        (r["metric"]["namespace"], r["metric"]["service"]): float(r["value"][1])
+        for r in stack.prom.query(expr)
+    }
+    omni = DCGM_GPUS[0]
+    assert math.isclose(found[(NAMESPACE, omni.pod)], omni.used_mib / (omni.used_mib + omni.free_mib))
+    assert math.isclose(found[(NAMESPACE, "vg-gateway")], 0.75, rel_tol=0.01)  # the gateway's NVML view
+    assert set(found) == {(NAMESPACE, omni.pod), (NAMESPACE, "vg-gateway")}, found

@@ -8,9 +8,10 @@ import json
 from typing import Any
 
 import httpx
-import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.audio.pcm import wav_bytes
+from gateway.engine_server.models import DEFAULT_TTS_NAME
 from tests.engine_server.conftest import CLIP_TEXT
 from tests.support import ServerProcess, decode_wav, pcm_to_float, speech_ratio, wer
 
@@ -218,13 +219,46 @@ def test_voices_upload_list_use_delete(engine_server: ServerProcess) -> None:
     assert httpx.delete(url + "/tester").status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/metrics"])
-def test_metrics_in_vllm_names(engine_server: ServerProcess, path: str) -> None:
-    text = httpx.get(engine_server.url + path).text
-    for family in (
-        "vllm:omni_num_requests_running",
-        "vllm:omni_e2e_request_latency_s",
-        "vllm:omni_audio_ttfp_s",
-        "vllm:generation_tokens_total",
+def _model_samples(engine_server: ServerProcess) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = httpx.get(engine_server.url + "/metrics", timeout=10).text
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(("vllm_omni:", "vllm:")) and not sample.name.endswith("_created"):
+                out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_metrics_in_vllm_omni_names(engine_server: ServerProcess) -> None:
+    """vLLM-Omni 0.30.0's names and labels (tests/real_vllm_omni/test_metrics_names.py compares them with a
+    real server): pipeline families by `model_name`, the first-packet histogram by the audio stage."""
+    before = _model_samples(engine_server)
+    assert not [n for n in before if n.startswith("vllm:omni_")], sorted(before)  # the old invented names
+    for name in (
+        "vllm_omni:num_requests_running",
+        "vllm_omni:num_requests_waiting",
+        "vllm_omni:e2e_request_latency_s_count",
+        "vllm_omni:prompt_tokens_total",
+        "vllm_omni:generation_tokens_total",
     ):
-        assert family in text, family
+        assert {frozenset(labels) for labels, _ in before[name]} == {frozenset({"model_name"})}, name
+    body = {
+        "input": CLIP_TEXT,
+        "response_format": "pcm",
+        "stream": True,
+        "voice": "joe",
+        "stream_format": "audio",
+    }
+    with httpx.stream("POST", engine_server.url + "/v1/audio/speech", json=body, timeout=60) as r:
+        assert r.status_code == 200 and len(r.read()) > 0
+
+    def tts_count(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
+        return sum(v for labels, v in samples.get(name, []) if labels["model_name"] == DEFAULT_TTS_NAME)
+
+    after = _model_samples(engine_server)
+    for name in ("vllm_omni:e2e_request_latency_s_count", "vllm_omni:audio_ttfp_s_count"):
+        assert tts_count(after, name) == tts_count(before, name) + 1, name
+    ok = [labels for labels, _ in after["vllm_omni:requests_success_total"]]
+    assert {"model_name": DEFAULT_TTS_NAME, "finished_reason": "stop"} in ok
+    ttfp = [labels for labels, _ in after["vllm_omni:audio_ttfp_s_count"]]
+    assert {"model_name": DEFAULT_TTS_NAME, "stage": "1", "replica": "0"} in ttfp  # Qwen3-TTS's code2wav
