@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -47,15 +48,36 @@ class Settings(BaseSettings):
     # Embedded engine tuning. Zero noise makes Piper deterministic (byte-identical audio for equal input).
     piper_noise_scale: float = Field(0.0, ge=0, le=2, alias="PIPER_NOISE_SCALE")
     piper_noise_w_scale: float = Field(0.0, ge=0, le=2, alias="PIPER_NOISE_W_SCALE")
+    # Issue 21: multilingual Whisper base (detection, translation); tiny.en is English only and smaller.
+    asr_model: Literal["base", "tiny.en"] = Field("base", alias="ASR_MODEL")
+    # Where model files shipped in parts are joined once (Whisper base; Kokoro with the [ja] extra).
+    model_cache_dir: str = Field("~/.cache/voice-gateway", alias="MODEL_CACHE_DIR")
+    # Japanese voices (Kokoro, ~200 MiB) where the [ja] extra is installed; false saves the memory.
+    tts_japanese: bool = Field(True, alias="TTS_JAPANESE")
     asr_compute_type: str = Field("int8", alias="ASR_COMPUTE_TYPE")
     asr_beam_size: int = Field(1, ge=1, le=10, alias="ASR_BEAM_SIZE")
+    # Issue 21: clips longer than this (s) are cut at pauses by Silero VAD and decoded in batches (faster and
+    # closer on long files: bench/long_asr_bench.py); "inf" keeps one sequential pass for every length.
+    asr_batched_min_seconds: float = Field(25.0, ge=0, alias="ASR_BATCHED_MIN_SECONDS")
     cpu_threads: int = Field(0, ge=0, le=256, alias="CPU_THREADS")
+    # Issue 21: the embedded conversation model. "" = the bundled SmolLM2-135M-Instruct; a path = any GGUF
+    # chat model (its own chat template is used). Threads 0 = CPU_THREADS, else 1 (llm.py says why).
+    embedded_llm_model_path: str = Field("", alias="EMBEDDED_LLM_MODEL_PATH")
+    embedded_llm_threads: int = Field(0, ge=0, le=256, alias="EMBEDDED_LLM_THREADS")
+    embedded_llm_context_tokens: int = Field(2048, ge=256, le=131_072, alias="EMBEDDED_LLM_CONTEXT_TOKENS")
+    embedded_llm_temperature: float = Field(0.0, ge=0, le=2, alias="EMBEDDED_LLM_TEMPERATURE")
+    embedded_llm_repeat_penalty: float = Field(1.2, ge=1, le=2, alias="EMBEDDED_LLM_REPEAT_PENALTY")
+    # "memory": recent turns + a note of the user's stated facts; "plain": the pre-issue-21 prompt.
+    embedded_llm_prompt: Literal["memory", "plain"] = Field("memory", alias="EMBEDDED_LLM_PROMPT")
+    # Earlier exchanges sent verbatim with "memory": -1 = 0 for the bundled 135M model (it copies its old
+    # replies; the note carries the facts), all that fit for a model of your own.
+    embedded_llm_recent_turns: int = Field(-1, ge=-1, le=1000, alias="EMBEDDED_LLM_RECENT_TURNS")
 
     # WS /voice conversation: limits per connection and for the whole process.
     max_voice_sessions: int = Field(8, ge=1, alias="MAX_VOICE_SESSIONS")
     voice_max_input_seconds: float = Field(30.0, gt=0, alias="VOICE_MAX_INPUT_SECONDS")
     voice_max_response_tokens: int = Field(160, ge=1, le=4096, alias="VOICE_MAX_RESPONSE_TOKENS")
-    voice_history_turns: int = Field(8, ge=0, alias="VOICE_HISTORY_TURNS")
+    voice_history_turns: int = Field(0, ge=0, alias="VOICE_HISTORY_TURNS")  # 0: bounded by tokens only
     voice_history_tokens: int = Field(1024, ge=0, alias="VOICE_HISTORY_TOKENS")
     # How far reply audio may run ahead of real time: more absorbs network jitter, less makes barge-in
     # cut closer to what the user really heard.
@@ -116,6 +138,23 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("embedded_llm_model_path")
+    @classmethod
+    def _gguf_file(cls, value: str) -> str:
+        if not value:
+            return value
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        try:
+            with path.open("rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        if magic != b"GGUF":  # llama.cpp's own error for a wrong file is a bare "failed to load model"
+            raise ValueError(f"{path} is not a GGUF model file")
+        return str(path)
 
     @field_validator("omni_ws_url")
     @classmethod

@@ -2,8 +2,9 @@
 
 Rules: a sentence ends at . ! ? (or … and runs of them, with closing quotes/brackets) followed by
 whitespace, except after a known abbreviation, a single initial ("J. Smith") or inside numbers
-("3.14", "v1.2"). Line breaks that separate paragraphs end a sentence too. A sentence longer than
-`max_chars` is cut at the last clause boundary (, ; : –) before the limit, else at a space.
+("3.14", "v1.2"); and at Japanese 。！？ (no space after them), except in a quote that と or って continues.
+Line breaks that separate paragraphs end a sentence too. A sentence longer than `max_chars` is cut at the last
+clause boundary (, ; : – 、) before the limit, else at a space.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ ABBREVIATIONS = frozenset(
 # and never given back (possessive quantifiers). Without both, "!" * 50_000 + "x" rescans the run from every
 # position: quadratic, a minute of CPU holding the GIL.
 _TERMINATOR = re.compile(r"""(?<![.!?…])([.!?…]++)(["'”’)\]]*+)(\s++|$)""")
+# Japanese and Chinese end a sentence at full-width 。！？ with no space after; a closing quote stays with it.
+_CJK_TERMINATOR = re.compile(r"(?<![。！？])([。！？]++)([」』）”’]*+)")
 _PARAGRAPH = re.compile(r"\n\s*\n")
-_CLAUSE = re.compile(r"[,;:–—](?=\s)")
+_CLAUSE = re.compile(r"[,;:–—](?=\s)|[、，]")
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ def _sentence_ends(text: str) -> list[int]:
         nxt = text[after : after + 1]
         if nxt and nxt.islower():
             continue  # "e.g. this" or an ellipsis mid-sentence
+        ends.append(match.end(2))
+    for match in _CJK_TERMINATOR.finditer(text):
+        if match.group(2) and text[match.end(2) : match.end(2) + 1] in ("と", "っ"):
+            continue  # 「本当？」と言った: the quote is part of the sentence
         ends.append(match.end(2))
     for match in _PARAGRAPH.finditer(text):
         ends.append(match.start())

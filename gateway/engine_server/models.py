@@ -44,13 +44,15 @@ class EngineSet:
         )
         self.asr = WhisperTranscriber(
             self.executor,
+            model=s.asr_model,
+            cache_dir=s.model_cache_dir,
             compute_type=s.asr_compute_type,
             beam_size=s.asr_beam_size,
             cpu_threads=s.cpu_threads,
         )
         from gateway.engines.embedded.llm import LlamaResponder
 
-        self.llm = LlamaResponder(self.executor, threads=s.cpu_threads)
+        self.llm = LlamaResponder.from_settings(self.executor, s)
 
     def parts(self) -> dict[str, Any]:
         return {"tts": self.tts, "asr": self.asr, "llm": self.llm}

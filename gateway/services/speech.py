@@ -84,7 +84,9 @@ def resolve(synth: Synthesizer, request: SynthesisRequest) -> SynthesisRequest:
 
 async def normalize_request(request: SynthesisRequest) -> tuple[SynthesisRequest, NormalizedText]:
     """Text normalization for every engine: the engine gets the spoken form, the map leads back."""
-    if not request.normalize:
+    # The rules read American English; another language's engine reads its own numbers ("3人" must not
+    # become "three人").
+    if not request.normalize or request.language != "en":
         return request, NormalizedText.identity(request.text)
     # Regexes over a long text take a few ms per thousand characters: keep them off the event loop.
     text = request.text

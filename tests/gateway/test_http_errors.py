@@ -73,7 +73,7 @@ def test_transcribe_needs_the_audio_field(client: httpx.Client) -> None:
 
 def test_transcribe_rejects_unsupported_language(client: httpx.Client) -> None:
     audio = client.post("/read", json={"text": "Hello there."}).content
-    r = client.post("/voice/transcribe", files={"audio": ("a.wav", audio)}, data={"language": "de"})
+    r = client.post("/voice/transcribe", files={"audio": ("a.wav", audio)}, data={"language": "xx"})
     assert error_of(r, 400)["code"] == "unsupported_language"
 
 

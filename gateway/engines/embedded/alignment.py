@@ -1,4 +1,4 @@
-"""Word timings from Piper's own phoneme alignment.
+"""Word timings from the synthesizer's own phoneme durations (Piper; Kokoro for Japanese).
 
 Piper (VITS) predicts how many audio samples each phoneme id lasts; with the model's duration tensor exposed
 (`PiperVoice.load(..., include_alignments=True)`) every synthesized sentence comes with per-phoneme sample
@@ -55,10 +55,15 @@ def timed_phonemes(alignments: Sequence[tuple[str, int]], offset: int = 0) -> li
 
 
 def align_words(
-    text: str, phonemes: Sequence[TimedPhoneme], phonemize_word: Callable[[str], tuple[str, ...]]
+    text: str,
+    phonemes: Sequence[TimedPhoneme],
+    phonemize_word: Callable[[str], tuple[str, ...]],
+    words: Sequence[tuple[int, int, str]] | None = None,
 ) -> list[AlignedWord]:
-    """Map each word of `text` onto the timed phonemes of its audio."""
-    words = [(m.start(), m.end(), m.group()) for m in WORD_RE.finditer(text)]
+    """Map each word of `text` onto the timed phonemes of its audio. `words`: (start, end, text) spans where
+    the words are not space-separated (Japanese morphemes); by default the words of `text`."""
+    if words is None:
+        words = [(m.start(), m.end(), m.group()) for m in WORD_RE.finditer(text)]
     if not words or not phonemes:
         return []
     target: list[str] = []

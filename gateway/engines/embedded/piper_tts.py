@@ -17,16 +17,14 @@ from typing import Any
 from gateway.audio.text import TextSpan, split_sentences
 from gateway.engines.base import (
     EngineNotReadyError,
-    ModelInfo,
     ModelState,
     SynthesisChunk,
     SynthesisFailedError,
     SynthesisRequest,
     Voice,
-    VoiceCatalog,
     WordTiming,
 )
-from gateway.engines.embedded.lifecycle import EmbeddedModel
+from gateway.engines.embedded.lifecycle import EmbeddedVoices
 from gateway.engines.embedded.native_pool import WorkerCrashed, WorkerError, WorkerPool, WorkerStartError
 
 log = logging.getLogger(__name__)
@@ -45,9 +43,7 @@ def _log_settings() -> tuple[str, str]:
     return logging.getLevelName(root.getEffectiveLevel()).lower(), fmt
 
 
-class PiperSynthesizer(EmbeddedModel):
-    name = "embedded"
-
+class PiperSynthesizer(EmbeddedVoices):
     def __init__(
         self,
         sample_rate: int,
@@ -113,19 +109,6 @@ class PiperSynthesizer(EmbeddedModel):
 
     def languages(self) -> Sequence[str]:
         return ("en",)
-
-    def models(self) -> Sequence[ModelInfo]:
-        return (ModelInfo("tts", self._model_id, self.name, self._state, self._error),)
-
-    def catalog(self) -> VoiceCatalog:
-        return VoiceCatalog(tuple(self.voices()), tuple(self.languages()))
-
-    def check_language(self, language: str | None) -> str:
-        catalog = self.catalog()
-        return catalog.check_language(language, catalog.default())
-
-    def resolve(self, request: SynthesisRequest) -> SynthesisRequest:
-        return self.catalog().resolve_request(request)
 
     # -- synthesis ---------------------------------------------------------------------------
     async def _render(

@@ -1,4 +1,6 @@
-"""Per-connection conversation memory, bounded in turns and (estimated) tokens. Lives only in the session."""
+"""Per-connection conversation memory, bounded in (estimated) tokens and optionally turns. Lives only in the
+session. What the user said in turns that no longer fit stays, in their own words, in a short note on the
+system message (gateway/text/facts.py), so a name given at turn 1 outlives the window."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from collections import deque
 from typing import Protocol
 
 from gateway.engines.base import ChatMessage
+from gateway.text.facts import earlier_note, states_fact
 
 # Rough English average for BPE tokenizers; the engine re-fits the prompt to its real context window.
 CHARS_PER_TOKEN = 4
@@ -28,9 +31,11 @@ class History(Protocol):
 
 class ConversationHistory:
     def __init__(self, max_turns: int, max_tokens: int) -> None:
-        self.max_turns = max_turns  # a turn: one user message and the assistant reply to it
+        self.max_turns = max_turns  # a turn: one user message and the assistant reply to it; 0: no cap
         self.max_tokens = max_tokens
         self._messages: deque[ChatMessage] = deque()
+        # The user's messages from dropped turns, newest last, within a quarter of the token budget.
+        self._earlier: deque[str] = deque()
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -48,15 +53,33 @@ class ConversationHistory:
         def tokens() -> int:
             return sum(estimate_tokens(m.content) for m in self._messages)
 
+        def over() -> bool:
+            return tokens() > self.max_tokens or (self.max_turns > 0 and user_turns() > self.max_turns)
+
         # Drop whole oldest turns; the newest message always stays (it is the question being answered).
-        while len(self._messages) > 1 and (user_turns() > self.max_turns or tokens() > self.max_tokens):
-            self._messages.popleft()
+        while len(self._messages) > 1 and over():
+            self._drop_oldest()
             while len(self._messages) > 1 and self._messages[0].role != "user":
-                self._messages.popleft()
+                self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        # The assistant's old replies are not kept: a small model copies them, and they state no user fact.
+        message = self._messages.popleft()
+        if message.role != "user":
+            return
+        self._earlier.append(message.content)
+        budget = self.max_tokens // 4
+        while self._earlier and sum(estimate_tokens(t) for t in self._earlier) > budget:
+            # Small talk goes before what states a fact: a name outlives "tell me more".
+            small_talk = (i for i, t in enumerate(self._earlier) if not states_fact(t))
+            del self._earlier[next(small_talk, 0)]
 
     def messages(self, instructions: str) -> list[ChatMessage]:
-        """The prompt: system instructions, then the kept turns in order."""
-        return [ChatMessage("system", instructions), *self._messages]
+        """The prompt: system instructions (with the dropped turns' user words), then the kept turns."""
+        note = earlier_note(self._earlier)
+        system = f"{instructions}\n\n{note}" if note and instructions else note or instructions
+        return [ChatMessage("system", system), *self._messages]
 
     def clear(self) -> None:
         self._messages.clear()
+        self._earlier.clear()
