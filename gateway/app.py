@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.engines.registry import Engines, build_engines
-from gateway.errors import APIError, install_error_handlers
+from gateway.errors import APIError, error_response, install_error_handlers
 from gateway.gpu import GpuMonitor
 from gateway.metrics import HTTPMetricsMiddleware, Metrics
 from gateway.request_body import MULTIPART_OVERHEAD
@@ -45,9 +45,7 @@ class BodySizeLimit:
                         "payload_too_large",
                         f"the request body is larger than the limit of {self.max_bytes} bytes",
                     )
-                    from fastapi.responses import JSONResponse
-
-                    await JSONResponse(err.body(), status_code=413)(scope, receive, send)
+                    await error_response(err)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 

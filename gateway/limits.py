@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
 import time
 from collections import Counter
@@ -22,16 +21,20 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.errors import GatewayError, json_error_bytes
 from gateway.request_body import Body, BodyRejected, BodyReplay, ClientGone, read_body
 from gateway.security.auth import KEY_SCOPE
-from gateway.transport import SocketHandle, socket_handle
+from gateway.transport import (
+    WS_ABNORMAL,
+    WS_GOING_AWAY,
+    WS_INTERNAL_ERROR,
+    WS_TRY_AGAIN_LATER,
+    SocketHandle,
+    socket_handle,
+)
 
 log = logging.getLogger(__name__)
 
-WS_GOING_AWAY = 1001
-WS_ABNORMAL = 1006
-WS_INTERNAL_ERROR = 1011
-WS_TRY_AGAIN_LATER = 1013
 # nginx's "client closed request": logged and counted for a POST whose client hung up before its answer.
 HTTP_CLIENT_CLOSED = 499
 
@@ -53,12 +56,16 @@ def stream_kind(path: str) -> str:
     return path.strip("/").replace("/", "_") or "root"
 
 
-class LimitExceeded(Exception):
-    """No stream slot is free. `reason` is short enough for a WebSocket close frame (<= 123 bytes)."""
+class LimitExceeded(GatewayError):
+    """No stream slot is free: HTTP 429, or a WebSocket closed 1013 with the message as its reason (short
+    enough for a close frame, <= 123 bytes)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    code = "too_many_requests"
+    status = 429
+
+    @property
+    def reason(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -322,7 +329,7 @@ class WebSocketGuard:
         except BodyRejected as exc:
             log.warning("request body refused", extra={"reason": exc.message, "path": path})
             # `connection: close`: uvicorn closes the socket after the answer, so the rest is never read.
-            await _json_error(send, exc.status, exc.code, exc.message, [(b"connection", b"close")])
+            await _json_error(send, exc, [(b"connection", b"close")])
             return
         except ClientGone:
             await _client_closed(send)
@@ -332,7 +339,7 @@ class WebSocketGuard:
                 self.limiter.try_acquire("http", key)
             except LimitExceeded as exc:
                 log.warning("request refused", extra={"reason": exc.reason, "path": path})
-                await _json_error(send, 429, "too_many_requests", exc.reason, [(b"retry-after", b"1")])
+                await _json_error(send, exc, [(b"retry-after", b"1")])
                 return
             try:
                 await self._run_watched(scope, body, receive, send)
@@ -383,16 +390,14 @@ class WebSocketGuard:
             await asyncio.wait([work, watcher])
 
 
-async def _json_error(
-    send: Send, status: int, code: str, message: str, extra_headers: list[tuple[bytes, bytes]]
-) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def _json_error(send: Send, err: GatewayError, extra_headers: list[tuple[bytes, bytes]]) -> None:
+    body = json_error_bytes(err)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *extra_headers,
     ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

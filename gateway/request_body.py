@@ -13,6 +13,8 @@ from typing import IO
 
 from starlette.types import Message, Receive
 
+from gateway.errors import APIError
+
 # Multipart framing around an upload: the MAX_UPLOAD_BYTES limit applies to the audio inside.
 MULTIPART_OVERHEAD = 64 * 1024
 # Past this a body lives in a temporary file; writes of uvicorn's ~64 KiB chunks go to the page cache in
@@ -21,14 +23,8 @@ _SPOOL_BYTES = 1 << 20
 _REPLAY_CHUNK = 1 << 16
 
 
-class BodyRejected(Exception):
+class BodyRejected(APIError):
     """The body broke a limit: answered with `status` and the gateway's JSON error, connection closed."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class ClientGone(Exception):

@@ -23,12 +23,21 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.errors import GatewayError, json_error_bytes
+
 log = logging.getLogger(__name__)
 
 SOCKET_SCOPE = "gateway.socket"
 
-_TIMEOUT_BODY = (
-    b'{"error": {"code": "request_timeout", "message": "the request head did not arrive in time"}}'
+# WebSocket close codes the gateway sends (RFC 6455 7.4.1; 1013 from the IANA registry). 1008 (policy
+# violation) is the key check's, in gateway/security/auth.py.
+WS_GOING_AWAY = 1001  # shutdown, idle timeout
+WS_ABNORMAL = 1006  # never sent: what a session sees when the gateway cut its socket
+WS_INTERNAL_ERROR = 1011  # a session that failed, or cannot be served (no conversation model)
+WS_TRY_AGAIN_LATER = 1013  # no stream or conversation slot free
+
+_TIMEOUT_BODY = json_error_bytes(
+    GatewayError("the request head did not arrive in time", code="request_timeout", status=408)
 )
 _REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"

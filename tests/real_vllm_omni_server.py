@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from voice_operator.plan import OMNI_TOOL_FLAGS
 
 from tests import vllm_omni_env as env
 from tests.support import free_port
@@ -29,10 +30,13 @@ class ServerSpec:
     checkpoint: Path
     deploy_config: Path
     served_name: str
+    flags: tuple[str, ...] = ()  # what the operator adds to this server's command line
 
 
 TTS = ServerSpec("tts", env.TTS_CHECKPOINT, env.DEPLOY / "qwen3_tts.yaml", env.TTS_SERVED_NAME)
-OMNI = ServerSpec("omni", env.OMNI_CHECKPOINT, env.DEPLOY / "qwen3_omni_moe.yaml", env.OMNI_SERVED_NAME)
+OMNI = ServerSpec(
+    "omni", env.OMNI_CHECKPOINT, env.DEPLOY / "qwen3_omni_moe.yaml", env.OMNI_SERVED_NAME, OMNI_TOOL_FLAGS
+)
 
 
 class RealVllmOmni:
@@ -72,6 +76,7 @@ class RealVllmOmni:
             str(self.port),
             "--stage-init-timeout",
             "900",
+            *self.spec.flags,
         ]
         run_env = {
             **os.environ,

@@ -39,13 +39,22 @@ from gateway.engines.vllm_omni.protocol import WIRE_VERSION_TEXT, models_respons
 
 log = logging.getLogger(__name__)
 
-_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# vLLM-Omni 0.30.0 metrics/definitions.py SECONDS_BUCKETS: the buckets of its e2e and first-packet histograms.
+SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+# The stage that emits audio in the real pipelines (vLLM-Omni's `stage` label is the stage's index in the
+# deploy config): Qwen3-TTS talker 0 -> code2wav 1; Qwen3-Omni thinker 0 -> talker 1 -> code2wav 2.
+AUDIO_STAGE = {"omni": "2", "tts": "1"}
 
 
 class ServerMetrics:
-    """The vLLM-Omni families the gateway's dashboards read (fact sheet §6), labelled by stage.
+    """The vLLM-Omni 0.30.0 families the gateway's dashboards read, named and labelled as the real server
+    exposes them (metrics/prometheus.py, modality.py, stat_logger.py; checked against a real server by
+    tests/real_vllm_omni/test_metrics_names.py).
 
-    vLLM-Omni labels per-stage series `{model_name, stage}`; here stage is "omni" or "tts".
+    Pipeline families (`vllm_omni:*`) carry `model_name`; the per-stage ones (`vllm_omni:audio_ttfp_s`, and
+    upstream vLLM's `vllm:*`, relabelled from `engine`) carry `model_name`, `stage`, `replica`. One engine
+    server plays both model servers, so `model_name` tells them apart. Callers name the role ("omni" /
+    "tts"); `ttfp.labels(stage=role)` maps it onto the real labels.
     """
 
     def __init__(self, omni_name: str, tts_name: str) -> None:
@@ -53,43 +62,85 @@ class ServerMetrics:
         r = self.registry
         self._names = {"omni": omni_name, "tts": tts_name}
         self.running_gauge = Gauge(
-            "vllm:omni_num_requests_running", "Requests running", ["stage"], registry=r
+            "vllm_omni:num_requests_running",
+            "Number of requests currently running across all pipeline stages.",
+            ["model_name"],
+            registry=r,
+        )
+        # no scheduler here: every request runs at once, so nothing ever waits (the real server exports it)
+        self.waiting_gauge = Gauge(
+            "vllm_omni:num_requests_waiting",
+            "Number of requests waiting to be scheduled.",
+            ["model_name"],
+            registry=r,
         )
         self.success = Counter(
-            "vllm:omni_requests_success", "Finished requests", ["stage", "finished_reason"], registry=r
+            "vllm_omni:requests_success",
+            "Total requests by completion reason (stop / length / abort / ...).",
+            ["model_name", "finished_reason"],
+            registry=r,
         )
         self.e2e = Histogram(
-            "vllm:omni_e2e_request_latency_s", "End-to-end latency", ["stage"], buckets=_BUCKETS, registry=r
+            "vllm_omni:e2e_request_latency_s",
+            "Pipeline-global end-to-end request latency in seconds (user arrival to complete response).",
+            ["model_name"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
         )
-        self.ttfp = Histogram(
-            "vllm:omni_audio_ttfp_s", "Time to first audio packet", ["stage"], buckets=_BUCKETS, registry=r
+        self.audio_ttfp = Histogram(
+            "vllm_omni:audio_ttfp_s",
+            "Time from request arrival to first audio packet/frame, in seconds.",
+            ["model_name", "stage", "replica"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
         )
         self.prompt_tokens = Counter(
-            "vllm:prompt_tokens", "Prompt tokens", ["model_name", "stage"], registry=r
+            "vllm_omni:prompt_tokens",
+            "Total prompt (input) tokens processed across all pipeline stages.",
+            ["model_name"],
+            registry=r,
         )
         self.generation_tokens = Counter(
-            "vllm:generation_tokens", "Generated tokens", ["model_name", "stage"], registry=r
+            "vllm_omni:generation_tokens",
+            "Total generation (output) tokens produced across all pipeline stages.",
+            ["model_name"],
+            registry=r,
         )
-        for stage in ("omni", "tts"):
-            self.running_gauge.labels(stage=stage)
+        for name in self._names.values():
+            # the real server binds these at start-up: they have a sample before the first request
+            self.running_gauge.labels(model_name=name)
+            self.waiting_gauge.labels(model_name=name)
+            self.e2e.labels(model_name=name)
+            self.prompt_tokens.labels(model_name=name)
+            self.generation_tokens.labels(model_name=name)
+        self.ttfp = _RoleTtfp(self.audio_ttfp, self._names)
 
     @contextlib.contextmanager
-    def running(self, stage: str) -> Iterator[None]:
-        gauge = self.running_gauge.labels(stage=stage)
+    def running(self, role: str) -> Iterator[None]:
+        gauge = self.running_gauge.labels(model_name=self._names[role])
         gauge.inc()
         try:
             yield
         finally:
             gauge.dec()
 
-    def finished(self, stage: str, seconds: float, prompt: int = 0, generated: int = 0) -> None:
-        self.success.labels(stage=stage, finished_reason="stop").inc()
-        self.e2e.labels(stage=stage).observe(seconds)
-        if prompt or generated:
-            name = self._names[stage]
-            # stage "0" is the thinker in vLLM-Omni's relabelled series
-            self.prompt_tokens.labels(model_name=name, stage="0").inc(prompt)
-            self.generation_tokens.labels(model_name=name, stage="0").inc(generated)
+    def finished(self, role: str, seconds: float, prompt: int = 0, generated: int = 0) -> None:
+        name = self._names[role]
+        self.success.labels(model_name=name, finished_reason="stop").inc()
+        self.e2e.labels(model_name=name).observe(seconds)
+        self.prompt_tokens.labels(model_name=name).inc(prompt)
+        self.generation_tokens.labels(model_name=name).inc(generated)
+
+
+class _RoleTtfp:
+    """`ttfp.labels(stage=role)`: the audio stage's `vllm_omni:audio_ttfp_s` child for a role."""
+
+    def __init__(self, histogram: Histogram, names: dict[str, str]) -> None:
+        self._histogram = histogram
+        self._names = names
+
+    def labels(self, stage: str) -> Histogram:
+        return self._histogram.labels(model_name=self._names[stage], stage=AUDIO_STAGE[stage], replica="0")
 
 
 class ApiKeyAuth:

@@ -10,6 +10,13 @@ Shapes as a real vLLM-Omni 0.30.0 Qwen3-Omni server answered: streamed, text chu
 `finish_reason: "stop"`, then the usage-only chunk and `[DONE]`; not streamed, ONE choice whose message
 has both `content` and `audio` (`id`, `data`, `expires_at`, `transcript`), plus `audio_metadata` on the
 choice (serving_chat.py `_merge_audio_choices`, vLLM-Omni #7376).
+
+Tools as vLLM-Omni 0.30.0 serving_chat.py answers them: `tools` and `tool_choice` checked as vLLM's
+`ChatCompletionRequest.check_tool_usage` does; a call streams as `delta.tool_calls`, its first delta
+`{"id": "chatcmpl-tool-...", "type": "function", "index": 0, "function": {"name", "arguments"}}`, the
+rest `{"index": 0, "function": {"arguments"}}`, and `finish_reason` is "stop" for a named tool_choice and
+"tool_calls" otherwise. The embedded LLM makes the call (gateway/engines/embedded/tools.py): a named or
+required choice is decoded under the function's JSON schema; "auto" answers in text.
 """
 
 from __future__ import annotations
@@ -34,12 +41,25 @@ from gateway.audio.pcm import wav_bytes
 from gateway.audio.text import split_sentences
 from gateway.engine_server.errors import VllmError
 from gateway.engine_server.models import SAMPLE_RATE, EngineSet
-from gateway.engines.base import ChatMessage, ConversationRequest, SynthesisRequest
+from gateway.engines.base import (
+    ChatMessage,
+    ConversationRequest,
+    DetailedTranscriber,
+    NamedTool,
+    ResponseEvent,
+    SynthesisRequest,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
 
 router = APIRouter()
 
 OMNI_SPEAKERS = ("aiden", "chelsie", "ethan")  # talker_config.speaker_id (fact sheet §2)
 _ASR_PROMPT = re.compile(r"\b(asr|transcri\w*)\b", re.IGNORECASE)
+# The gateway's translation instruction (gateway/engines/vllm_omni/protocol.py): Whisper's translate task
+# stands in for what the real model does with it.
+_TRANSLATE_PROMPT = re.compile(r"\btranslat\w*\b.*\benglish\b", re.IGNORECASE | re.DOTALL)
 # Audio windows like async_chunk's connector: 4 codec frames first, then 25 (a frame is 1920 samples).
 FIRST_WINDOW = 4 * 1920 * 2
 NEXT_WINDOW = 25 * 1920 * 2
@@ -61,6 +81,75 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+
+def _tools(req: ChatRequest) -> tuple[tuple[Tool, ...], ToolChoice]:
+    """`tools` / `tool_choice` with vLLM's checks and messages (protocol.py `check_tool_usage`)."""
+    if req.tools == []:
+        raise VllmError(
+            400,
+            "`tools` must not be an empty array. Either provide at least one tool or omit the field "
+            "entirely.",
+            "tools",
+        )
+    tools: list[Tool] = []
+    for raw in req.tools or []:
+        function = raw.get("function")
+        if raw.get("type", "function") != "function" or not isinstance(function, dict):
+            raise VllmError(400, "each tool must be {'type': 'function', 'function': {...}}", "tools")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise VllmError(400, "a tool's function needs a name", "tools")
+        params = function.get("parameters") or {}
+        tools.append(
+            Tool(name, str(function.get("description") or ""), params if isinstance(params, dict) else {})
+        )
+    choice = req.tool_choice if req.tool_choice is not None else "auto"
+    if choice == "none" or (choice == "auto" and req.tool_choice is None):
+        return tuple(tools), "none" if choice == "none" else "auto"
+    if not tools:
+        raise VllmError(400, "When using `tool_choice`, `tools` must be set.", "tool_choice")
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise VllmError(
+                400,
+                f'Invalid value for `function`: `{function}` in `tool_choice`! Correct usage: `{{"type": '
+                '"function", "function": {"name": "my_function"}}`',
+                "tool_choice.function",
+            )
+        if not any(t.name == name for t in tools):
+            raise VllmError(
+                400,
+                "The tool specified in `tool_choice` does not match any of the specified `tools`",
+                "tool_choice",
+            )
+        return tuple(tools), NamedTool(name)
+    if choice not in ("auto", "required"):
+        raise VllmError(
+            400,
+            f'Invalid value for `tool_choice`: {choice}! Only named tools, "none", "auto" or "required" are '
+            "supported.",
+            "tool_choice",
+        )
+    return tuple(tools), "required" if choice == "required" else "auto"
+
+
+def _message_of(role: str, m: dict[str, Any], turn: Turn) -> ChatMessage:
+    """A prompt message, with an assistant's earlier calls or a tool's result (OpenAI chat shapes)."""
+    if role == "tool":
+        return ChatMessage("tool", turn.text, tool_call_id=str(m.get("tool_call_id") or ""))
+    calls = tuple(
+        ToolCall(
+            str(c.get("id") or ""), str(c["function"]["name"]), str(c["function"].get("arguments") or "")
+        )
+        for c in m.get("tool_calls") or ()
+        if isinstance(c, dict) and isinstance(c.get("function"), dict) and "name" in c["function"]
+    )
+    return ChatMessage(role, turn.text, calls)
 
 
 @dataclass
@@ -111,15 +200,24 @@ def _parse_content(content: Any) -> Turn:
     return Turn(" ".join(t for t in texts if t).strip(), audio)
 
 
-async def _transcribe(engines: EngineSet, clips: list[bytes]) -> str:
+async def _transcribe(engines: EngineSet, clips: list[bytes], translate: bool = False) -> str:
     assert engines.asr is not None
+    asr = engines.asr
+    if translate and not (isinstance(asr, DetailedTranscriber) and asr.can_translate):
+        raise VllmError(
+            400, "this server's speech model cannot translate (ASR_MODEL=tiny.en is English-only)"
+        )
     texts = []
     for raw in clips:
         try:
             decoded = await asyncio.to_thread(decode_audio, raw, engines.asr.sample_rate, MAX_INPUT_AUDIO_S)
         except (AudioDecodeError, AudioTooLongError) as exc:
             raise VllmError(400, f"the audio could not be decoded: {exc}") from None
-        result = await engines.asr.transcribe(decoded.samples, "en")
+        if translate:
+            assert isinstance(asr, DetailedTranscriber)
+            result = await asr.transcribe_detailed(decoded.samples, None, words=False, task="translate")
+        else:
+            result = await asr.transcribe(decoded.samples, "en")
         texts.append(result.text)
     return " ".join(t for t in texts if t).strip()
 
@@ -205,6 +303,7 @@ class Completion:
         if speaker and speaker not in OMNI_SPEAKERS:
             raise VllmError(400, f"Invalid speaker '{speaker}'. Supported: {', '.join(OMNI_SPEAKERS)}")
         self.model = engines.omni_name
+        self.tools, self.tool_choice = _tools(req)
         self.max_tokens = req.max_completion_tokens or req.max_tokens or 256
         self.history: list[ChatMessage] = []
         self.asr_only = False
@@ -213,40 +312,55 @@ class Completion:
         self.completion_tokens = 0
 
     async def prepare(self) -> None:
-        turns: list[tuple[str, Turn]] = []
+        turns: list[tuple[str, Turn, dict[str, Any]]] = []
         for m in self.req.messages:
             role = m.get("role")
-            if role not in ("system", "user", "assistant"):
+            if role not in ("system", "user", "assistant", "tool"):
                 raise VllmError(400, f"unsupported message role {role!r}")
-            turns.append((role, _parse_content(m.get("content"))))
-        last_role, last = turns[-1]
-        if last_role != "user":
-            raise VllmError(400, "the last message must be the user's")
+            turns.append((role, _parse_content(m.get("content")), m))
+        last_role, last, _ = turns[-1]
+        if last_role not in ("user", "tool"):
+            raise VllmError(400, "the last message must be the user's or a tool's result")
         if last.audio:
-            self.transcript = await _transcribe(self.engines, last.audio)
-            self.asr_only = bool(_ASR_PROMPT.search(last.text))
-        for role, turn in turns[:-1]:
-            if turn.text:
-                self.history.append(ChatMessage(role, turn.text))
-        user_text = " ".join(t for t in (self.transcript, "" if self.asr_only else last.text) if t).strip()
-        self.history.append(ChatMessage("user", user_text or "..."))
+            translate = bool(_TRANSLATE_PROMPT.search(last.text))
+            self.transcript = await _transcribe(self.engines, last.audio, translate)
+            self.asr_only = translate or bool(_ASR_PROMPT.search(last.text))
+        for role, turn, m in turns[:-1]:
+            if turn.text or m.get("tool_calls") or role == "tool":
+                self.history.append(_message_of(role, m, turn))
+        if last_role == "tool":
+            self.history.append(_message_of("tool", turns[-1][2], last))
+        else:
+            user_text = " ".join(
+                t for t in (self.transcript, "" if self.asr_only else last.text) if t
+            ).strip()
+            self.history.append(ChatMessage("user", user_text or "..."))
         # Approximate prompt size (whitespace words): the CPU LLM does not report its prompt tokens.
         self.prompt_tokens = sum(len(m.content.split()) for m in self.history)
 
-    async def text_deltas(self) -> AsyncIterator[str]:
+    async def events(self) -> AsyncIterator[ResponseEvent]:
+        """The reply as text and tool-call events."""
         if self.asr_only:
             self.completion_tokens = len(self.transcript.split())
             if self.transcript:
-                yield self.transcript
+                yield ResponseEvent(kind="text", text=self.transcript)
             return
-        gen = self.engines.llm.respond(ConversationRequest(history=self.history, max_tokens=self.max_tokens))
+        request = ConversationRequest(
+            history=self.history, max_tokens=self.max_tokens, tools=self.tools, tool_choice=self.tool_choice
+        )
+        gen = self.engines.llm.respond(request)
         try:
             async for event in gen:
-                if event.kind == "text" and event.text:
+                if event.kind in ("text", "tool_call") and (event.text or event.name):
                     self.completion_tokens += 1
-                    yield event.text
+                    yield event
         finally:
             await gen.aclose()
+
+    async def text_deltas(self) -> AsyncIterator[str]:
+        async for event in self.events():
+            if event.kind == "text":
+                yield event.text
 
     async def speak(self, text: str) -> bytes:
         assert self.engines.tts is not None
@@ -265,6 +379,43 @@ class Completion:
             "completion_tokens": done,
             "total_tokens": self.prompt_tokens + done,
         }
+
+
+class ToolCallDeltas:
+    """The model's call as vLLM streams it: the first delta holds the id, type, name and the first piece of
+    the arguments; later deltas hold only the index and more arguments."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, ToolCall] = {}
+        self._pending: dict[str, Any] | None = None  # the first delta, until its first arguments come
+
+    def delta(self, event: ResponseEvent) -> dict[str, Any] | None:
+        known = self.calls.get(event.call_id)
+        if known is None:
+            self.calls[event.call_id] = ToolCall("chatcmpl-tool-" + secrets.token_hex(16), event.name, "")
+            known = self.calls[event.call_id]
+            self._pending = {
+                "id": known.id,
+                "type": "function",
+                "index": 0,
+                "function": {"name": event.name, "arguments": ""},
+            }
+        if not event.text:
+            return None
+        self.calls[event.call_id] = ToolCall(known.id, known.name, known.arguments + event.text)
+        if self._pending is not None:
+            first, self._pending = self._pending, None
+            first["function"]["arguments"] = event.text
+            return first
+        return {"index": 0, "function": {"arguments": event.text}}
+
+    def flush(self) -> dict[str, Any] | None:
+        first, self._pending = self._pending, None
+        return first
+
+    def finish_reason(self, choice: ToolChoice) -> str:
+        # vLLM: "tool_calls" when a tool was called for "auto" or "required", "stop" for a named choice.
+        return "tool_calls" if self.calls and not isinstance(choice, NamedTool) else "stop"
 
 
 async def _stream(c: Completion, metrics: Any) -> AsyncIterator[str]:
@@ -293,7 +444,14 @@ async def _stream(c: Completion, metrics: Any) -> AsyncIterator[str]:
     with metrics.running("omni"):
         if c.want_text:
             yield _chunk(cid, created, c.model, {"role": "assistant", "content": ""}, "text", first=True)
-        async for delta in c.text_deltas():
+        calls = ToolCallDeltas()
+        async for event in c.events():
+            if event.kind == "tool_call":
+                call = calls.delta(event)
+                if call is not None:
+                    yield _chunk(cid, created, c.model, {"tool_calls": [call]}, "text")
+                continue
+            delta = event.text
             if c.want_text:
                 yield _chunk(cid, created, c.model, {"content": delta}, "text")
             if c.want_audio:
@@ -308,10 +466,14 @@ async def _stream(c: Completion, metrics: Any) -> AsyncIterator[str]:
                 yield out
             if held is not None:
                 yield held.replace('"finish_reason":null', '"finish_reason":"stop"', 1)
+        unsent = calls.flush()  # a call whose arguments never came
+        if unsent is not None:
+            yield _chunk(cid, created, c.model, {"tool_calls": [unsent]}, "text")
         if not c.want_audio or held is None:
-            yield _chunk(cid, created, c.model, {"content": ""}, "text", finish="stop")
+            finish = calls.finish_reason(c.tool_choice)
+            yield _chunk(cid, created, c.model, {"content": ""}, "text", finish=finish)
         if (c.req.stream_options or {}).get("include_usage"):
-            event = {
+            last = {
                 "id": cid,
                 "object": "chat.completion.chunk",
                 "created": created,
@@ -319,7 +481,7 @@ async def _stream(c: Completion, metrics: Any) -> AsyncIterator[str]:
                 "choices": [],
                 "usage": c.usage(),
             }
-            yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+            yield f"data: {json.dumps(last, separators=(',', ':'))}\n\n"
         yield "data: [DONE]\n\n"
         metrics.finished("omni", time.perf_counter() - t0, c.prompt_tokens, c.completion_tokens)
 
@@ -339,12 +501,24 @@ def _message(content: str | None, audio: dict[str, Any] | None) -> dict[str, Any
 async def _full(c: Completion, metrics: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     with metrics.running("omni"):
-        text = "".join([d async for d in c.text_deltas()])
+        calls = ToolCallDeltas()
+        text = ""
+        async for event in c.events():
+            if event.kind == "tool_call":
+                calls.delta(event)
+            else:
+                text += event.text
+        message = _message(text if c.want_text else None, None)
+        if calls.calls:
+            message["tool_calls"] = [
+                {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+                for t in calls.calls.values()
+            ]
         choice: dict[str, Any] = {
             "index": 0,
-            "message": _message(text if c.want_text else None, None),
+            "message": message,
             "logprobs": None,
-            "finish_reason": "stop",
+            "finish_reason": calls.finish_reason(c.tool_choice),
             "stop_reason": None,
             "token_ids": None,
         }

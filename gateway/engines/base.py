@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from gateway.engines.errors import (
     BackendError,
@@ -35,12 +35,16 @@ __all__ = [
     "EngineNotReadyError",
     "ModelInfo",
     "ModelState",
+    "NamedTool",
     "Responder",
     "ResponseEvent",
     "SynthesisChunk",
     "SynthesisFailedError",
     "SynthesisRequest",
     "Synthesizer",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
     "Transcriber",
     "TranscriptSegment",
     "Transcription",
@@ -281,12 +285,17 @@ class DecoderSegment(TranscriptSegment):
 
 @runtime_checkable
 class DetailedTranscriber(Protocol):
-    """An engine that can time words and, where its model is multilingual, translate into English.
-    An optional capability beside `Transcriber`: OpenAI's `verbose_json` words and /v1/audio/translations
-    use it where an engine implements it, and answer a clear 400 where it does not."""
+    """An engine that can time words and/or translate into English (Whisper's multilingual models do both,
+    Qwen3-Omni translates). An optional capability beside `Transcriber`: OpenAI's `verbose_json` words and
+    /v1/audio/translations use it where an engine implements it, and answer a clear 400 where it does not."""
 
     @property
     def can_translate(self) -> bool: ...
+
+    @property
+    def can_time_words(self) -> bool:
+        """Word timestamps (`words=True`); an engine that cannot answers a clear 400 through the service."""
+        ...
 
     async def transcribe_detailed(
         self, samples: object, language: str | None, *, words: bool, task: Task
@@ -311,9 +320,41 @@ class Transcriber(Component, Protocol):
 
 
 @dataclass(frozen=True)
+class Tool:
+    """A function the model may call: OpenAI's function tool (`parameters` is a JSON schema object)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NamedTool:
+    """`tool_choice` naming one function: the reply must be a call to it."""
+
+    name: str
+
+
+# "auto": text or a call, as the model decides; "none": text only; "required": a call to some tool.
+ToolChoice = Literal["auto", "none", "required"] | NamedTool
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@dataclass(frozen=True)
 class ChatMessage:
-    role: str  # "system" | "user" | "assistant"
+    """One message of the prompt. An assistant message may carry the calls it made (`tool_calls`); a
+    "tool" message is a call's result (`tool_call_id` names the call, `content` is the output)."""
+
+    role: str  # "system" | "user" | "assistant" | "tool"
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -330,23 +371,31 @@ class ConversationRequest:
     voice: str = "default"
     language: str = "en"
     max_tokens: int = 256
+    # Functions the model may call and whether it must: a call comes back as "tool_call" events.
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = "auto"
 
 
 @dataclass(frozen=True)
 class ResponseEvent:
-    """One piece of a streamed reply: text (a token/delta), audio (PCM s16le at the gateway rate) or usage.
+    """One piece of a streamed reply: text (a token/delta), audio (PCM s16le at the gateway rate), a
+    tool call's piece, or usage.
 
     Usage comes last, once per reply. `has_audio` says whether the reply came with audio: a responder that
     `produces_audio` but answered in text only (a deployment without audio output) leaves the speaking to
     the caller's Synthesizer.
     """
 
-    kind: str  # "text" | "audio" | "usage"
-    text: str = ""
+    kind: str  # "text" | "audio" | "tool_call" | "usage"
+    text: str = ""  # text: the delta; tool_call: a piece of the call's JSON arguments
     pcm: bytes = b""
     completion_tokens: int = 0
     tokens_per_second: float | None = None
     has_audio: bool = False  # usage: audio events came with this reply
+    # tool_call: the first event of a call carries its id and name, the following ones (same id) more
+    # of its arguments; a call is complete when the reply ends normally (its usage event came).
+    call_id: str = ""
+    name: str = ""
 
 
 @runtime_checkable

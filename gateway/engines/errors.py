@@ -1,8 +1,9 @@
-"""What engines raise: one small tree of errors with a stable domain `code`, never an HTTP status.
+"""What engines raise: the engine branch of the gateway's error tree, named by a stable domain `code`.
 
 The code is what a client reads (`{"error": {"code": ...}}` over HTTP, an `error` event over a WebSocket);
-the edges (gateway/errors.py) map it to a status in one table. `extra` holds fields the client body
-carries besides code and message (the component that is not ready, the backend that failed and its status).
+an engine never picks an HTTP status: `EngineError` takes it from the one table of engine codes
+(gateway/errors.py ENGINE_STATUS). `extra` holds fields the client body carries besides code and message
+(the component that is not ready, the backend that failed and its status).
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.errors import ENGINE_STATUS, GatewayError
 
-class EngineError(Exception):
+
+class EngineError(GatewayError):
     """Base of every engine failure a client can act on."""
 
     code = "engine_error"
 
     def __init__(self, message: str, *, component: str, code: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, code=code, **extra)
+        self.status = ENGINE_STATUS.get(self.code, 503)
         self.component = component  # "tts" | "asr" | "omni", or a backend's name
-        if code is not None:
-            self.code = code
-        self.extra = extra
 
 
 class EngineNotReadyError(EngineError):

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 from starlette.datastructures import State
 
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
 from gateway.engines.registry import Engines
 from gateway.schemas import SPEED_MAX, SPEED_MIN
-from gateway.sessions.read_stream import ConnectionGone, ReadStreamSession, SynthesisScheduler
-
-log = logging.getLogger(__name__)
+from gateway.sessions.read_stream import ReadStreamSession, SynthesisScheduler
 
 router = APIRouter(tags=["read-aloud"])
 
@@ -41,17 +38,4 @@ async def read_stream(ws: WebSocket, engines: EnginesDep, settings: SettingsDep,
         max_speed=SPEED_MAX,
         scheduler=_scheduler(ws.app.state, engines),
     )
-    try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            if message.get("text") is not None:
-                await session.receive_text(message["text"])
-            elif message.get("bytes") is not None:
-                await session.receive_bytes(message["bytes"])
-    except (WebSocketDisconnect, ConnectionGone):
-        log.debug("read stream client left")
-    finally:
-        # Whatever ended the connection, the stream's tasks end with it.
-        await session.aclose()
+    await session.serve()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
+from gateway.sessions.connection import serve_conversation
 from gateway.sessions.realtime.session import RealtimeConnection
 from gateway.sessions.realtime.wire import wants_beta
-from gateway.sessions.voice.protocol import refuse, session_slots
 
 router = APIRouter(tags=["conversation"])
 
@@ -25,13 +25,10 @@ async def realtime(
     # Browsers offer "realtime" (with the key and beta flags as further subprotocols) and fail the
     # handshake unless one comes back.
     await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
-    slots = session_slots(ws.app.state, settings.max_voice_sessions)
-    if not slots.try_acquire():
-        await refuse(ws, slots.limit)
-        return
-    try:
-        beta = wants_beta({k.lower(): v for k, v in ws.headers.items()}, offered)
-        connection = RealtimeConnection(ws, engines, settings, metrics, beta=beta, intent=intent, model=model)
-        await connection.serve()
-    finally:
-        slots.release()
+    beta = wants_beta({k.lower(): v for k, v in ws.headers.items()}, offered)
+    await serve_conversation(
+        ws,
+        ws.app.state,
+        settings.max_voice_sessions,
+        lambda: RealtimeConnection(ws, engines, settings, metrics, beta=beta, intent=intent, model=model),
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from gateway.deps import EnginesDep, MetricsDep, SettingsDep
-from gateway.sessions.voice.protocol import VoiceConnection, refuse, session_slots
+from gateway.sessions.connection import serve_conversation
+from gateway.sessions.voice.protocol import VoiceConnection
 
 router = APIRouter(tags=["conversation"])
 
@@ -13,11 +14,6 @@ router = APIRouter(tags=["conversation"])
 @router.websocket("/voice")
 async def voice(ws: WebSocket, engines: EnginesDep, settings: SettingsDep, metrics: MetricsDep) -> None:
     await ws.accept()
-    slots = session_slots(ws.app.state, settings.max_voice_sessions)
-    if not slots.try_acquire():
-        await refuse(ws, slots.limit)
-        return
-    try:
-        await VoiceConnection(ws, engines, settings, metrics).serve()
-    finally:
-        slots.release()
+    await serve_conversation(
+        ws, ws.app.state, settings.max_voice_sessions, lambda: VoiceConnection(ws, engines, settings, metrics)
+    )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.errors import APIError, json_error_bytes
 from gateway.security.keys import KeyStore
 
 log = logging.getLogger(__name__)
@@ -141,13 +141,14 @@ class APIKeyMiddleware:
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
     if scope["type"] == "http":
-        body = json.dumps({"error": {"code": "unauthorized", "message": reason}}).encode()
+        err = APIError(401, "unauthorized", reason)
+        body = json_error_bytes(err)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"www-authenticate", b'Bearer realm="voice-gateway"'),
         ]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
     # Accept, then close with a code: a refused handshake reaches browser code only as a bare 1006.

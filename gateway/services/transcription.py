@@ -61,7 +61,7 @@ async def transcribe_detailed(
             "this gateway's speech recognition model cannot translate into English "
             "(it is English-only or has no translation task); use /v1/audio/transcriptions",
         )
-    if words and detailed is None:
+    if words and (detailed is None or not detailed.can_time_words):
         raise APIError(
             400,
             "word_timestamps_unsupported",

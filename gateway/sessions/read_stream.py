@@ -25,13 +25,21 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.audio.stream_encode import StreamEncoder
 from gateway.engines.base import ModelState, SynthesisChunk, SynthesisRequest, Synthesizer
-from gateway.errors import APIError, bad_request, engine_unavailable, from_engine_error
+from gateway.errors import (
+    APIError,
+    GatewayError,
+    bad_request,
+    engine_unavailable,
+    error_event,
+    internal_error,
+)
 from gateway.metrics import Metrics
 from gateway.services.speech import check_text, resolve, stream_speech
+from gateway.sessions.connection import ConnectionGone, Transport, WebSocketConnection
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +48,6 @@ MAX_AHEAD_S = 10.0  # audio synthesized but not yet accepted by the socket, per 
 ENCODING = "pcm_s16le"
 CHANNELS = 1
 GAUGE_KIND = "read_stream"
-
-
-class Transport(Protocol):
-    """What the session needs from a connection; Starlette's WebSocket satisfies it as is."""
-
-    async def send_json(self, data: Any) -> None: ...
-
-    async def send_bytes(self, data: bytes) -> None: ...
-
-
-class ConnectionGone(Exception):
-    """The transport failed to send: the client is gone and the session must stop."""
 
 
 # -- framing and marks: the one place that turns a synthesized chunk into what the client receives -------
@@ -300,8 +296,9 @@ class ActiveStream:
         return not self.playing.is_set()
 
 
-class ReadStreamSession:
-    """One WebSocket connection: at most one stream at a time, controls answered at once."""
+class ReadStreamSession(WebSocketConnection):
+    """One WebSocket connection: at most one stream at a time, controls answered at once. Its sends raise
+    ConnectionGone, which ends a stream's task; the active-streams gauge counts streams, not connections."""
 
     def __init__(
         self,
@@ -316,17 +313,14 @@ class ReadStreamSession:
         max_ahead_s: float = MAX_AHEAD_S,
         scheduler: SynthesisScheduler | None = None,
     ) -> None:
+        super().__init__(transport, metrics)
         self._synth = synth
-        self._transport = transport
-        self._metrics = metrics
         self._max_text_chars = max_text_chars
         self._min_speed = min_speed
         self._max_speed = max_speed
         self._frame_ms = frame_ms
         self._ahead_samples = max(1, int(max_ahead_s * synth.sample_rate))
         self._scheduler = scheduler
-        self._send_lock = asyncio.Lock()
-        self._closed = False
         self.stream: ActiveStream | None = None
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "start": self._on_start,
@@ -371,7 +365,7 @@ class ReadStreamSession:
 
     async def aclose(self) -> None:
         """The connection is gone: stop synthesis and sending, release everything."""
-        self._closed = True
+        self.gone = True
         s = self.stream
         if s is not None:
             await self._stop(s)
@@ -392,7 +386,7 @@ class ReadStreamSession:
         try:
             request = self._parse_start(message)
             framer = self._parse_format(message)
-        except APIError as err:
+        except GatewayError as err:
             await self._error(err)
             return
         s = ActiveStream(
@@ -401,7 +395,7 @@ class ReadStreamSession:
         s.playing.set()
         s.created_at = asyncio.get_running_loop().time()
         self.stream = s
-        await self._send_json(
+        await self.send_message(
             {
                 "type": "started",
                 "stream_id": s.id,
@@ -454,23 +448,17 @@ class ReadStreamSession:
             flags[name] = value
         if self._synth.state is not ModelState.READY:
             raise engine_unavailable("tts")
-        try:
-            return resolve(
-                self._synth,
-                SynthesisRequest(
-                    text=text,
-                    voice=voice,
-                    language=language,
-                    speed=float(speed),
-                    normalize=flags["normalize"] is not False,
-                    timings=flags["word_marks"] is True,
-                ),
-            )
-        except Exception as exc:
-            err = from_engine_error(exc)
-            if err is None:
-                raise
-            raise err from exc
+        return resolve(  # its engine errors are the client's: one error tree (gateway/errors.py)
+            self._synth,
+            SynthesisRequest(
+                text=text,
+                voice=voice,
+                language=language,
+                speed=float(speed),
+                normalize=flags["normalize"] is not False,
+                timings=flags["word_marks"] is True,
+            ),
+        )
 
     def _parse_format(self, message: dict[str, Any]) -> PcmFramer:
         fmt = message.get("format")
@@ -487,17 +475,17 @@ class ReadStreamSession:
         s.playing.clear()  # before taking the lock: the sender stops at its next frame
         if s.paused_at is None:
             s.paused_at = asyncio.get_running_loop().time()
-        async with self._send_lock:
-            await self._send_json_locked({"type": "paused", **self._position(s)})
+        async with self.send_lock:
+            await self.send_locked({"type": "paused", **self._position(s)})
 
     async def _on_resume(self, _: dict[str, Any]) -> None:
         s = self._controllable()
         if s is None:
             await self._error(bad_request("not_streaming", "there is no stream to resume"))
             return
-        async with self._send_lock:
+        async with self.send_lock:
             # `resumed` goes out before the next frame can: the gate opens while we hold the lock.
-            await self._send_json_locked({"type": "resumed", **self._position(s)})
+            await self.send_locked({"type": "resumed", **self._position(s)})
             if s.paused_at is not None:
                 s.paused_total += asyncio.get_running_loop().time() - s.paused_at
                 s.paused_at = None
@@ -512,17 +500,17 @@ class ReadStreamSession:
         if s.finishing:  # it completed while we stopped it; `complete` said so already
             await self._error(bad_request("not_streaming", "the stream has already completed"))
             return
-        await self._send_json({"type": "cancelled", **self._position(s)})
+        await self.send_message({"type": "cancelled", **self._position(s)})
 
     async def _on_ping(self, message: dict[str, Any]) -> None:
         pong: dict[str, Any] = {"type": "pong", "state": self.state}
         if "id" in message:  # lets a client match answers and measure round trips
             pong["id"] = message["id"]
-        await self._send_json(pong)
+        await self.send_message(pong)
 
     # -- the stream --------------------------------------------------------------------------------
     async def _run(self, s: ActiveStream) -> None:
-        gauge = self._metrics.active_streams.labels(kind=GAUGE_KIND) if self._metrics else None
+        gauge = self.metrics.active_streams.labels(kind=GAUGE_KIND) if self.metrics else None
         if gauge is not None:
             gauge.inc()
         producer = asyncio.create_task(self._produce(s), name=f"read-stream-{s.id}-synth")
@@ -551,14 +539,7 @@ class ReadStreamSession:
             log.exception("read stream %s failed", s.id)
             s.finishing = True
             with contextlib.suppress(ConnectionGone):
-                await self._send_json(
-                    {
-                        "type": "error",
-                        "code": "internal_error",
-                        "message": "internal error",
-                        "stream_id": s.id,
-                    }
-                )
+                await self.send_message(error_event(internal_error(), stream_id=s.id))
         finally:
             # A cancel arriving now (client gone right after `complete`) must not skip the bookkeeping.
             s.closing = True
@@ -574,7 +555,7 @@ class ReadStreamSession:
 
     async def _produce(self, s: ActiveStream) -> None:
         try:
-            async with contextlib.aclosing(stream_speech(self._synth, s.request, self._metrics)) as chunks:
+            async with contextlib.aclosing(stream_speech(self._synth, s.request, self.metrics)) as chunks:
                 while True:
                     await s.buffer.wait_for_room()
                     if self._scheduler is None:
@@ -607,32 +588,33 @@ class ReadStreamSession:
         an error that ends the stream."""
         while True:
             await s.playing.wait()
-            async with self._send_lock:
+            async with self.send_lock:
                 if not s.playing.is_set():
                     continue  # paused between the wait and the lock
                 if item is None:
                     s.finishing = True
-                    await self._send_json_locked(
+                    await self.send_locked(
                         {"type": "complete", **self._position(s), "sentences": s.sentences_synthesized}
                     )
                 elif isinstance(item, Frame):
                     if item.data:  # an encoder may hold a frame's bytes until the next one
-                        await self._send_bytes_locked(item.data)
+                        await self.send_locked(item.data)
                         if s.playing_since is None:
                             s.playing_since = asyncio.get_running_loop().time()
                     s.samples_sent += item.samples
                     await s.buffer.release(item.samples)
                 else:
                     s.finishing = s.finishing or last
-                    await self._send_json_locked(item)
+                    await self.send_locked(item)
                 return
 
     def _stream_error(self, s: ActiveStream, exc: BaseException) -> dict[str, Any]:
-        err = from_engine_error(exc) if isinstance(exc, Exception) else None
-        if err is None:
+        if isinstance(exc, GatewayError):
+            err = exc
+        else:
             log.error("read stream %s: synthesis failed", s.id, exc_info=exc)
             err = APIError(500, "synthesis_failed", "synthesis failed; the stream has stopped")
-        return {"type": "error", "code": err.code, "message": err.message, **err.extra, "stream_id": s.id}
+        return error_event(err, stream_id=s.id)
 
     async def _stop(self, s: ActiveStream) -> None:
         if s.task is not None:
@@ -656,27 +638,5 @@ class ReadStreamSession:
         }
 
     # -- output ------------------------------------------------------------------------------------
-    async def _error(self, err: APIError) -> None:
-        await self._send_json({"type": "error", "code": err.code, "message": err.message, **err.extra})
-
-    async def _send_json(self, data: dict[str, Any]) -> None:
-        async with self._send_lock:
-            await self._send_json_locked(data)
-
-    async def _send_json_locked(self, data: dict[str, Any]) -> None:
-        if self._closed:
-            raise ConnectionGone
-        try:
-            await self._transport.send_json(data)
-        except Exception as exc:
-            self._closed = True
-            raise ConnectionGone from exc
-
-    async def _send_bytes_locked(self, data: bytes) -> None:
-        if self._closed:
-            raise ConnectionGone
-        try:
-            await self._transport.send_bytes(data)
-        except Exception as exc:
-            self._closed = True
-            raise ConnectionGone from exc
+    async def _error(self, err: GatewayError) -> None:
+        await self.send_message(error_event(err))

@@ -176,3 +176,38 @@ def test_a_voice_the_server_lost_is_sent_inline(
     assert httpx.delete(engine_server.url + "/v1/audio/voices/narrator").status_code == 200
     r = read(omni_gateway, voice="narrator")
     assert r.status_code == 200 and decode_wav(r.content).duration > 2
+
+
+# "I live in Tokyo. I drink coffee every morning."
+JAPANESE = "私は東京に住んでいます。毎朝、コーヒーを飲みます。"
+
+
+def test_translation_goes_through_omni_chat_with_its_instruction(
+    omni_gateway: ServerProcess, gateway: ServerProcess
+) -> None:
+    """/v1/audio/translations on the vllm-omni engine: the translation instruction goes to the Omni chat API
+    (the engine-server answers it with Whisper's translate task, as the real model answers in English)."""
+    if "ja" not in [
+        lang["code"] for lang in httpx.get(gateway.url + "/languages").json()["languages"]["tts"]
+    ]:
+        pytest.skip("the [ja] extra is not installed: no Japanese speech to translate")
+    speech = httpx.post(gateway.url + "/read", json={"text": JAPANESE, "language": "ja"}, timeout=120)
+    assert speech.status_code == 200, speech.text
+    r = httpx.post(
+        omni_gateway.url + "/v1/audio/translations",
+        files={"file": ("ja.wav", speech.content, "audio/wav")},
+        data={"model": "whisper-1", "response_format": "json"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    text = r.json()["text"].lower()
+    assert not any("\u3040" <= ch <= "\u9fff" for ch in text), text  # English, not the Japanese transcript
+    assert len({w for w in ("live", "tokyo", "coffee", "morning") if w in text}) >= 3, text
+    # A chat completion has no timestamps: words are refused before the audio is read.
+    words = httpx.post(
+        omni_gateway.url + "/v1/audio/transcriptions",
+        files={"file": ("ja.wav", speech.content, "audio/wav")},
+        data={"model": "whisper-1", "response_format": "verbose_json", "timestamp_granularities[]": "word"},
+        timeout=120,
+    )
+    assert words.status_code == 400 and words.json()["error"]["code"] == "word_timestamps_unsupported"

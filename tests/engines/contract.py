@@ -114,11 +114,12 @@ async def collect(stream: AsyncIterator[Any], limit_s: float) -> list[Any]:
 
 
 def check_engine_error(exc: BaseException, code: str | None = None) -> EngineError:
-    """An engine failure is an EngineError with a code the edges know (and no HTTP status of its own)."""
+    """An engine failure is an EngineError with a code the edges know; its HTTP status is not the engine's
+    choice but the one table's (gateway/errors.py ENGINE_STATUS)."""
     assert isinstance(exc, EngineError), repr(exc)
     assert exc.code in ENGINE_STATUS, exc.code
     assert code is None or exc.code == code, (exc.code, exc.message)
-    assert not hasattr(exc, "status")
+    assert exc.status == ENGINE_STATUS[exc.code]
     api = from_engine_error(exc)
     assert api is not None and api.code == exc.code and api.status == ENGINE_STATUS[exc.code]
     return exc

@@ -50,6 +50,9 @@ class Recorder:
         self.events.append(json.loads(json.dumps(data)))
         self.changed.set()
 
+    async def send_text(self, data: str) -> None:  # the session sends its events as JSON text
+        await self.send_json(json.loads(data))
+
     async def send_bytes(self, data: bytes) -> None:
         await self.gate.wait()
         if self.fail:

@@ -82,6 +82,14 @@ CASES: list[tuple[Any, str, str | None]] = [
             "type": "conversation.item.create",
             "item": {"type": "function_call", "name": "f", "arguments": "{}"},
         },
+        "missing_required_parameter",  # a function_call item is supported: its call_id is not optional
+        "item.call_id",
+    ),
+    (
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "item_reference", "id": "item_1"},
+        },
         "unsupported_item_type",
         "item.type",
     ),

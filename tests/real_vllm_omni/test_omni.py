@@ -187,3 +187,17 @@ async def test_realtime_turn_and_cancel(real_gateway: ServerProcess) -> None:
             async with asyncio.timeout(1.0):
                 ev = await conn.recv()
                 raise AssertionError(f"an event after the cancelled response.done: {ev.type}")
+
+
+def test_translation_is_accepted_by_the_real_omni_server(real_gateway: ServerProcess) -> None:
+    # Random weights answer random text: what is checked is that the real server takes the translation
+    # request (the same chat completion with another instruction) and the route answers OpenAI's shape.
+    r = httpx.post(
+        real_gateway.url + "/v1/audio/translations",
+        files={"file": ("q.wav", reference_clip(2.0), "audio/wav")},
+        data={"model": "whisper-1", "response_format": "verbose_json"},
+        timeout=WAIT_S,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert isinstance(body["text"], str) and body["duration"] == pytest.approx(2.0, abs=0.05)

@@ -16,6 +16,7 @@ from gateway.engines.base import (
     ModelInfo,
     ModelState,
     ResponseEvent,
+    Task,
     Transcription,
     TranscriptSegment,
 )
@@ -27,6 +28,8 @@ from gateway.engines.vllm_omni.protocol import (
     DONE,
     OMNI_SPEAKERS,
     QWEN_OMNI_SYSTEM_PROMPT,
+    QWEN_TTS_LANGUAGES,
+    TRANSLATE_INSTRUCTION,
     ProtocolError,
     audio_content_part,
     chat_request,
@@ -36,6 +39,7 @@ from gateway.engines.vllm_omni.protocol import (
     parse_stream_chunk,
     wav_base64,
 )
+from gateway.engines.vllm_omni.tools import ToolCallReader, message, request_fields
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,8 @@ class OmniComponent:
         return self.backend.state
 
     def languages(self) -> Sequence[str]:
-        return tuple(NAMES)
+        # The ten the Qwen3 speech models share (fact sheet §3), not every name the gateway knows.
+        return tuple(code for code, name in NAMES.items() if name in QWEN_TTS_LANGUAGES)
 
 
 def conversation_language(component: OmniComponent, language: str | None) -> str:
@@ -89,12 +94,28 @@ class VllmOmniTranscriber(OmniComponent):
     def check_language(self, language: str | None) -> str | None:
         return check_language(language, self.languages(), "asr", default=None)  # None: Omni detects it
 
+    @property
+    def can_translate(self) -> bool:
+        return True
+
+    @property
+    def can_time_words(self) -> bool:
+        return False  # a chat completion has no timestamps: the service answers 400 before asking
+
     async def transcribe(self, samples: object, language: str | None = None) -> Transcription:
+        return await self._ask(samples, language, self._instruction)
+
+    async def transcribe_detailed(
+        self, samples: object, language: str | None, *, words: bool, task: Task
+    ) -> Transcription:
+        instruction = TRANSLATE_INSTRUCTION if task == "translate" else self._instruction
+        return await self._ask(samples, language, instruction)
+
+    async def _ask(self, samples: object, language: str | None, instruction: str) -> Transcription:
         self.backend.check_usable("asr")
         code = self.check_language(language)
         array = np.asarray(samples, dtype=np.float32)
         duration = array.size / ASR_RATE
-        instruction = self._instruction
         if code:
             instruction += f" The audio is in {NAMES[code]}."
         b64 = await asyncio.to_thread(wav_base64, array, ASR_RATE)
@@ -168,14 +189,14 @@ class VllmOmniResponder(OmniComponent):
     def _messages(self, request: ConversationRequest, b64_audio: str | None) -> list[dict[str, Any]]:
         history = list(request.history)
         system = next((m.content for m in history if m.role == "system"), None)
-        turns = [m for m in history if m.role in ("user", "assistant")]
+        turns = [m for m in history if m.role in ("user", "assistant", "tool")]
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": [{"type": "text", "text": system or self._system_prompt}]}
         ]
         if b64_audio is not None and turns and turns[-1].role == "user":
             turns = turns[:-1]  # the user's turn goes in as audio, not as our transcript of it
         for m in turns:
-            messages.append({"role": m.role, "content": m.content})
+            messages.append(message(m))
         if b64_audio is not None:
             messages.append({"role": "user", "content": [audio_content_part(b64_audio)]})
         return messages
@@ -201,6 +222,8 @@ class VllmOmniResponder(OmniComponent):
             stream=True,
             max_tokens=request.max_tokens,
         )
+        body |= request_fields(request.tools, request.tool_choice)
+        calls = ToolCallReader()
         joiner = PcmJoiner(self.sample_rate)
         reply_text = ""
         got_audio = False
@@ -217,6 +240,8 @@ class VllmOmniResponder(OmniComponent):
                     if event == DONE:
                         break
                     assert isinstance(event, dict)
+                    for call in calls.read(event):
+                        yield call
                     chunk = parse_stream_chunk(event)
                     if chunk is None:
                         continue

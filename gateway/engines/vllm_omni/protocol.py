@@ -30,6 +30,11 @@ QWEN_OMNI_SYSTEM_PROMPT = (
 )
 # Fact sheet §5: the wording third-party code uses; /v1/audio/transcriptions is not served for Qwen3-Omni.
 ASR_INSTRUCTION = "Please output the ASR result of the audio."
+# Qwen3-Omni is multilingual end to end: translation is the same request with another instruction (the
+# model card's speech translation); "only" keeps the answer to the English text, as OpenAI's route returns.
+TRANSLATE_INSTRUCTION = (
+    "Please translate the speech in the audio into English and output only the English text."
+)
 # Fact sheet §2 "Requesting audio output": `talker_config.speaker_id` of Qwen3-Omni.
 OMNI_SPEAKERS = ("ethan", "chelsie", "aiden")
 # Fact sheet §3 "Request fields": `language` is Auto or one of these names (`codec_language_id`).

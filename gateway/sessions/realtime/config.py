@@ -2,8 +2,9 @@
 beta shape (flat `voice`, `input_audio_format`, `turn_detection`...), merged into one validated state and
 rendered back in the dialect the client speaks.
 
-Only what the engines can honour is stored; parameters OpenAI defines that have no meaning here (tools,
-temperature, noise reduction, tracing...) are accepted and ignored, and the docs list them.
+Only what the engines can honour is stored; parameters OpenAI defines that have no meaning here
+(temperature, noise reduction, tracing...) are accepted and ignored, and the docs list them. Function tools
+are checked in tools.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.engines.openai_names import OPENAI_VOICES
 from gateway.sessions.realtime.audio import FORMATS, PCM16, AudioFormat
 from gateway.sessions.realtime.protocol import RealtimeError
+from gateway.sessions.realtime.tools import ToolConfig, render_choice, render_tools, update
 
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_TRANSCRIPTION_MODEL = "whisper-1"
@@ -63,6 +65,7 @@ class TranscriptionConfig(BaseModel):
 
 
 SERVER_VAD = TurnDetectionConfig()
+NO_TOOLS = ToolConfig()
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class RealtimeConfig:
     transcription: TranscriptionConfig | None = None
     turn_detection: TurnDetectionConfig | None = SERVER_VAD
     max_output_tokens: int | Literal["inf"] = "inf"
+    tools: ToolConfig = NO_TOOLS
 
     @property
     def engine_voice(self) -> str:
@@ -106,8 +110,6 @@ _IGNORED = frozenset(
         "expires_at",
         "client_secret",
         "include",
-        "tools",
-        "tool_choice",
         "parallel_tool_calls",
         "temperature",
         "tracing",
@@ -134,6 +136,8 @@ _SESSION_KEYS = frozenset(
         "turn_detection",
         "max_output_tokens",
         "max_response_output_tokens",
+        "tools",
+        "tool_choice",
     )
 )
 
@@ -249,6 +253,15 @@ def apply_session_update(
     for key in ("max_output_tokens", "max_response_output_tokens"):
         if key in s:
             changes["max_output_tokens"] = _max_tokens(s[key], f"session.{key}")
+    if "tools" in s or "tool_choice" in s:
+        changes["tools"] = update(
+            config.tools,
+            s.get("tools"),
+            s.get("tool_choice"),
+            "session",
+            has_tools="tools" in s,
+            has_choice="tool_choice" in s,
+        )
     # beta, flat
     if "voice" in s:
         changes["voice"] = _voice(s["voice"], "session.voice")
@@ -351,8 +364,8 @@ def render_session(config: RealtimeConfig, session_id: str, *, beta: bool) -> di
                 "output_audio_format": config.output_format.name,
                 "speed": config.speed,
                 "max_response_output_tokens": config.max_output_tokens,
-                "tools": [],
-                "tool_choice": "auto",
+                "tools": render_tools(config.tools.tools),
+                "tool_choice": render_choice(config.tools.choice, beta=True),
             }
         return out
     inp = {
@@ -381,8 +394,8 @@ def render_session(config: RealtimeConfig, session_id: str, *, beta: bool) -> di
             "output": {"format": config.output_format.ga(), "voice": config.voice, "speed": config.speed},
         },
         "max_output_tokens": config.max_output_tokens,
-        "tools": [],
-        "tool_choice": "auto",
+        "tools": render_tools(config.tools.tools),
+        "tool_choice": render_choice(config.tools.choice, beta=False),
         "tracing": None,
         "truncation": "auto",
     }

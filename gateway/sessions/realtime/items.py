@@ -19,10 +19,10 @@ import os
 import random
 import string
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gateway.engines.base import ChatMessage
+from gateway.engines.base import ChatMessage, ToolCall
 from gateway.sessions.realtime.protocol import ItemParam, RealtimeError
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -146,32 +146,52 @@ class ContentPart:
 
 @dataclass
 class Item:
+    """A message (`role`, `content`), a model's function call (`call_id`, `name`, `arguments`) or the
+    client's answer to one (`function_call_output`: `call_id`, `output`)."""
+
     id: str
-    role: str  # user | assistant | system
+    role: str  # user | assistant | system; "" for function call items
     content: list[ContentPart]
     status: str = "completed"  # completed | incomplete | in_progress
-    type: str = "message"
+    type: str = "message"  # message | function_call | function_call_output
+    call_id: str = ""
+    name: str = ""
+    arguments: str = ""
+    output: str = ""
 
     def text(self) -> str:
         return " ".join(t for t in (p.as_text().strip() for p in self.content) if t)
 
     def size_bytes(self) -> int:
         """UTF-8 bytes of the item's text and transcripts (what a session keeps of it; audio is not kept)."""
-        return sum(
-            len(t.encode("utf-8", "surrogatepass")) for p in self.content for t in (p.text, p.transcript) if t
-        )
+        texts = [t for p in self.content for t in (p.text, p.transcript) if t]
+        texts += [self.arguments, self.output]
+        return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+
+    def message(self) -> ChatMessage | None:
+        """What the model reads of this item; None for a message with no text."""
+        if self.type == "function_call":
+            return ChatMessage("assistant", "", (ToolCall(self.call_id, self.name, self.arguments),))
+        if self.type == "function_call_output":
+            return ChatMessage("tool", self.output, tool_call_id=self.call_id)
+        text = self.text()
+        return ChatMessage(self.role, text) if text else None
 
     def wire(self, beta: bool = False) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "realtime.item",
-            "type": self.type,
-            "status": self.status,
-            "role": self.role,
-            "content": [p.wire(beta) for p in self.content],
-        }
+        base = {"id": self.id, "object": "realtime.item", "type": self.type, "status": self.status}
+        if self.type == "function_call":
+            return base | {"call_id": self.call_id, "name": self.name, "arguments": self.arguments}
+        if self.type == "function_call_output":
+            return base | {"call_id": self.call_id, "output": self.output}
+        return base | {"role": self.role, "content": [p.wire(beta) for p in self.content]}
 
     def truncate(self, content_index: int, audio_end_ms: int) -> None:
+        if self.type != "message":
+            raise RealtimeError(
+                "invalid_value",
+                f"Only assistant messages can be truncated; item {self.id!r} is a {self.type}.",
+                param="item_id",
+            )
         if self.role != "assistant":
             raise RealtimeError(
                 "invalid_value",
@@ -217,12 +237,40 @@ _ROLE_TYPES = {
 }
 
 
+def _required(value: str | None, name: str) -> str:
+    if value is None:
+        raise RealtimeError(
+            "missing_required_parameter", f"Missing required parameter: 'item.{name}'.", param=f"item.{name}"
+        )
+    return value
+
+
+def _function_item(param: ItemParam) -> Item:
+    """A client's `function_call_output` (the answer to a call), or a `function_call` it adds itself."""
+    fields = (
+        ("call_id", "output") if param.type == "function_call_output" else ("call_id", "name", "arguments")
+    )
+    values = {name: _required(getattr(param, name), name) for name in fields}
+    stray = [name for name in ("role", "content") if getattr(param, name)]
+    if stray:
+        raise RealtimeError(
+            "unknown_parameter",
+            f"A {param.type} item has no '{stray[0]}'.",
+            param=f"item.{stray[0]}",
+        )
+    return Item(param.id or new_id("item"), "", [], status="completed", type=param.type, **values)
+
+
 def item_from_param(param: ItemParam) -> Item:
-    """A client-created message item (text, or audio whose transcript the session fills in)."""
+    """A client-created item: a message (text, or audio whose transcript the session fills in), a function
+    call's output, or a function call."""
+    if param.type in ("function_call", "function_call_output"):
+        return _function_item(param)
     if param.type != "message":
         raise RealtimeError(
             "unsupported_item_type",
-            f"Items of type {param.type!r} are not supported here (no tool calling); send messages.",
+            f"Items of type {param.type!r} cannot be created; send a message, function_call or "
+            "function_call_output.",
             param="item.type",
         )
     if param.role is None:
@@ -279,8 +327,11 @@ def fit_history(messages: list[ChatMessage], budget_chars: int | None) -> list[C
                 break
             text = _tail(text, budget_chars)
         used += len(text)
-        out.append(message if text is message.content else ChatMessage(message.role, text))
+        out.append(message if text is message.content else replace(message, content=text))
     out.reverse()
+    # A function's output whose call was left out would answer nothing the model can see.
+    while out and out[0].role == "tool":
+        out.pop(0)
     return out
 
 
@@ -366,5 +417,15 @@ class ItemStore:
 
     def messages(self, budget_chars: int | None = None) -> list[ChatMessage]:
         """The history for the engine: the newest messages within `budget_chars` (`fit_history`)."""
-        texts = ((item, item.text()) for item in self._items if item.status != "in_progress")
-        return fit_history([ChatMessage(item.role, text) for item, text in texts if text], budget_chars)
+        messages: list[ChatMessage] = []
+        for item in self._items:
+            message = item.message() if item.status != "in_progress" else None
+            if message is None:
+                continue
+            last = messages[-1] if messages else None
+            if message.tool_calls and last is not None and last.role == "assistant" and not last.tool_call_id:
+                # Calls made in one reply (after its text, or several) are one assistant turn.
+                messages[-1] = replace(last, tool_calls=(*last.tool_calls, *message.tool_calls))
+            else:
+                messages.append(message)
+        return fit_history(messages, budget_chars)

@@ -2,20 +2,27 @@
 
 Every malformed message becomes a `RealtimeError` that names the event type, the offending parameter and
 the client's `event_id`, so the session can answer with an `error` event and go on. Parameters the API
-defines but this server does not act on (tools, temperature, noise reduction...) are accepted and ignored;
+defines but this server does not act on (temperature, noise reduction...) are accepted and ignored;
 parameters the API does not define are refused, as OpenAI does, so a typo does not pass silently.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from gateway.errors import GatewayError
 
-class RealtimeError(Exception):
+log = logging.getLogger(__name__)
+
+
+class RealtimeError(GatewayError):
     """An `error` event for the client. `type` follows OpenAI: invalid_request_error or server_error."""
+
+    status = 400
 
     def __init__(
         self,
@@ -26,12 +33,31 @@ class RealtimeError(Exception):
         event_id: str | None = None,
         type: str = "invalid_request_error",
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
         self.param = param
         self.event_id = event_id
         self.type = type
+
+    @classmethod
+    def of(cls, exc: BaseException, *, param: str | None = None) -> RealtimeError:
+        """The Realtime edge of the gateway's error tree: any exception as the error event to send. A core
+        or engine error keeps its message under OpenAI's code for the same condition; anything else is a
+        server fault, logged here and reported without its details."""
+        if isinstance(exc, RealtimeError):
+            return exc
+        if isinstance(exc, GatewayError):
+            kind = "server_error" if exc.code == "internal_error" else "invalid_request_error"
+            return cls(_OPENAI_CODES.get(exc.code, exc.code), exc.message, param=param, type=kind)
+        log.error("realtime event failed", exc_info=exc)
+        return cls("internal_error", "The event failed on the server.", type="server_error")
+
+
+# Core error codes -> the code OpenAI uses for the same condition.
+_OPENAI_CODES = {
+    "empty_audio_buffer": "input_audio_buffer_commit_empty",
+    "no_active_response": "response_cancel_not_active",
+    "response_in_progress": "conversation_already_has_active_response",
+}
 
 
 class _Event(BaseModel):

@@ -15,14 +15,16 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from gateway.audio.pcm import pcm16_to_float
 from gateway.audio.resample import resample
-from gateway.engines.base import ChatMessage
+from gateway.engines.base import ChatMessage, ResponseEvent
 from gateway.engines.registry import Engines
+from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.sessions.connection import Transport, WebSocketConnection
 from gateway.sessions.realtime import protocol as p
 from gateway.sessions.realtime.audio import (
     AudioPayloadError,
@@ -51,8 +53,8 @@ from gateway.sessions.realtime.items import (
     new_id,
 )
 from gateway.sessions.realtime.protocol import RealtimeError
+from gateway.sessions.realtime.tools import ToolConfig, ToolingResponder, update
 from gateway.sessions.realtime.wire import Wire
-from gateway.sessions.voice.errors import VoiceError, from_exception
 from gateway.sessions.voice.events import (
     AudioOut,
     ErrorEvent,
@@ -72,26 +74,7 @@ from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GAUGE_KIND = "realtime"
 MIN_COMMIT_MS = 100  # as OpenAI: a shorter buffer is refused rather than sent to the ASR
-CLOSE_INTERNAL_ERROR = 1011
-
-# Core error codes -> the code OpenAI uses for the same condition.
-_CODES = {
-    "empty_audio_buffer": "input_audio_buffer_commit_empty",
-    "no_active_response": "response_cancel_not_active",
-    "response_in_progress": "conversation_already_has_active_response",
-}
-
-
-class Transport(Protocol):
-    async def send_json(self, data: Any) -> None: ...
-
-    async def send_text(self, data: str) -> None: ...
-
-    async def receive(self) -> Any: ...
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
 class ItemHistory:
@@ -125,17 +108,23 @@ class _Request:
     out_of_band: bool = False  # conversation "none": the reply is not added to the conversation
     metadata: dict[str, str] | None = None
     max_tokens: int | None = None
+    tools: ToolConfig | None = None  # None: the session's
 
 
 @dataclass
 class _Response:
     id: str
     core_id: str
-    item: Item
     modalities: tuple[str, ...]
     out_of_band: bool = False
     metadata: dict[str, str] | None = None
     max_tokens: int = 0  # the limit in effect: reaching it makes the response "incomplete"
+    tools: ToolConfig = field(default_factory=ToolConfig)
+    # The assistant message, once the reply has one: at once without tools; with tools only when text or
+    # audio comes, so a reply that only calls a function has no empty message.
+    item: Item | None = None
+    outputs: list[Item] = field(default_factory=list)  # in output_index order
+    calls: dict[str, Item] = field(default_factory=dict)  # call_id -> its function_call item
     cancel_reason: str | None = None
     transcript: str = ""  # streamed so far (text deltas)
     wire_bytes: int = 0
@@ -147,7 +136,9 @@ class _Response:
         return "audio" in self.modalities
 
 
-class RealtimeConnection:
+class RealtimeConnection(WebSocketConnection):
+    gauge_kind = "realtime"
+
     def __init__(
         self,
         ws: Transport,
@@ -159,22 +150,27 @@ class RealtimeConnection:
         intent: str | None = None,
         model: str | None = None,
     ) -> None:
-        self.ws = ws
+        super().__init__(ws, metrics)
         self.engines = engines
         self.settings = settings
-        self.metrics = metrics
         self.session_id = new_id("sess")
         self.config: RealtimeConfig = initial_config(intent, model)
         self.wire = Wire(beta, transcription=self.config.type == "transcription")
         self.items = ItemStore(max_bytes=settings.realtime_max_conversation_bytes)
         self.rate = settings.audio_sample_rate
         self._history = ItemHistory(self.items, settings.voice_history_tokens)
-        self.core = VoiceSession(engines, settings, self._on_core_event, metrics, history=self._history)
+        core_engines = engines
+        if engines.responder is not None:
+            # The core runs the engine through the session's tools: each request gets the response's
+            # tools, and the model's calls come here as function_call items.
+            tooling = ToolingResponder(engines.responder, self._reply_tools, self._tool_call)
+            core_engines = replace(engines, responder=tooling)
+        self.core = VoiceSession(
+            core_engines, settings, self._on_core_event, metrics, history=self._history, protocol="realtime"
+        )
         self.core.word_timings = True  # truncation maps audio time to words with the synthesizer's timing
         self._decoder = InputDecoder(self.config.input_format, self.rate)
         self._encoder = OutputEncoder(self.config.output_format, self.rate)
-        self._lock = asyncio.Lock()  # one writer: events stay whole and ordered
-        self._gone = False
         self._pending_item_id: str | None = None  # the id speech_started announced for the next commit
         self._user_items: dict[str, str] = {}  # core item id -> realtime item id
         self._response: _Response | None = None
@@ -200,22 +196,11 @@ class RealtimeConnection:
         }
 
     # -- output ----------------------------------------------------------------------------------------
-    async def _write(self, message: dict[str, Any] | None) -> None:
-        if message is None or self._gone:
-            return
-        try:
-            async with self._lock:
-                # ASCII-escaped: an echoed client string (an unknown type) may hold a lone surrogate,
-                # which UTF-8 cannot encode; that used to drop the connection (bench/fuzz_ws.py).
-                await self.ws.send_text(json.dumps(message, separators=(",", ":")))
-        except Exception:  # the client is gone; the receive loop sees the disconnect and cleans up
-            self._gone = True
-
     async def send(self, ga_name: str, **fields: Any) -> None:
-        await self._write(self.wire.event(ga_name, **fields))
+        await self.write(self.wire.event(ga_name, **fields))
 
     async def error(self, err: RealtimeError) -> None:
-        await self._write(Wire.error(err))
+        await self.write(Wire.error(err))
 
     def _session(self) -> dict[str, Any]:
         return render_session(self.config, self.session_id, beta=self.wire.beta)
@@ -234,7 +219,9 @@ class RealtimeConnection:
         }
         if cfg.instructions:
             changes["instructions"] = cfg.instructions
-        if cfg.transcription is not None and cfg.transcription.language:
+        # A transcription session's language is the transcriber's alone (_apply): the voice and the
+        # conversation model need not speak it.
+        if cfg.transcription is not None and cfg.transcription.language and not transcribing:
             changes["language"] = cfg.transcription.language
         if td is None:
             changes["turn_detection"] = None
@@ -252,8 +239,11 @@ class RealtimeConnection:
     def _apply(self, cfg: RealtimeConfig) -> None:
         try:
             self.core.update(self._core_changes(cfg))
-        except VoiceError as exc:
-            raise RealtimeError(_CODES.get(exc.code, exc.code), exc.message, param="session") from None
+            if cfg.type == "transcription" and cfg.transcription is not None and cfg.transcription.language:
+                code = self.engines.transcriber.check_language(cfg.transcription.language)
+                self.core.config = self.core.config.model_copy(update={"language": code or ""})
+        except GatewayError as exc:  # a bad voice or language: the client names it in the session
+            raise RealtimeError.of(exc, param="session") from None
         if cfg.input_format != self.config.input_format:
             self._decoder = InputDecoder(cfg.input_format, self.rate)
         if cfg.output_format != self.config.output_format:
@@ -264,26 +254,20 @@ class RealtimeConnection:
         self.config = cfg
 
     # -- client events -----------------------------------------------------------------------------------
-    async def handle_text(self, raw: str | bytes) -> None:
+    async def receive_bytes(self, data: bytes) -> None:
+        # Some clients send JSON as binary frames; the API defines text frames only.
+        await self.receive_text(data)
+
+    async def receive_text(self, raw: str | bytes) -> None:
         event_id: str | None = None
         try:
             event = p.parse_client_event(raw)
             event_id = event.event_id
             await self._handlers[event.type](event)
-        except RealtimeError as err:
+        except Exception as exc:
+            err = RealtimeError.of(exc)
             err.event_id = err.event_id or event_id
             await self.error(err)
-        except Exception as exc:
-            voice = from_exception(exc)
-            if voice is None:
-                log.exception("realtime event failed")
-                failure = RealtimeError(
-                    "internal_error", "The event failed on the server.", type="server_error"
-                )
-            else:
-                failure = RealtimeError(_CODES.get(voice.code, voice.code), voice.message)
-            failure.event_id = event_id
-            await self.error(failure)
 
     async def _on_session_update(self, event: p.SessionUpdate | p.TranscriptionSessionUpdate) -> None:
         beta_transcription = event.type == "transcription_session.update"
@@ -376,7 +360,7 @@ class RealtimeConnection:
         await self.send("conversation.item.retrieved", item=item.wire(self.wire.beta))
 
     def _check_not_active(self, item_id: str, action: str) -> None:
-        if self._response is not None and self._response.item.id == item_id:
+        if self._response is not None and any(i.id == item_id for i in self._response.outputs):
             raise RealtimeError(
                 "item_in_progress",
                 f"Item {item_id!r} belongs to the response in progress; send response.cancel before you "
@@ -422,12 +406,24 @@ class RealtimeConnection:
             # The prompt is exactly these items (OpenAI's custom context); references name existing items.
             context = [await self._input_item(item, i) for i, item in enumerate(params.input)]
             instructions = params.instructions or self.config.instructions or self.core.config.instructions
-            given = [ChatMessage(item.role, item.text()) for item in context if item.text()]
+            given = [m for m in (item.message() for item in context) if m is not None]
             messages = [ChatMessage("system", instructions), *fit_history(given, self._history.budget_chars)]
         asked = params.output_modalities or params.modalities
         modalities = (
             (("audio",) if "audio" in asked else ("text",)) if asked else self.config.output_modalities
         )
+        tools = None
+        fields = params.model_fields_set
+        if "tools" in fields or "tool_choice" in fields:
+            # Per response, over the session's: tools given here replace the session's for this reply.
+            tools = update(
+                self.config.tools,
+                params.tools,
+                params.tool_choice,
+                "response",
+                has_tools="tools" in fields,
+                has_choice="tool_choice" in fields,
+            )
         limit = params.max_output_tokens or params.max_response_output_tokens
         max_tokens = None
         if isinstance(limit, int):
@@ -440,7 +436,7 @@ class RealtimeConnection:
             messages=messages,
         )
         self._requests[core_id] = _Request(
-            modalities, params.conversation == "none", params.metadata, max_tokens
+            modalities, params.conversation == "none", params.metadata, max_tokens, tools
         )
 
     async def _input_item(self, param: p.ItemParam, index: int) -> Item:
@@ -514,8 +510,7 @@ class RealtimeConnection:
             case ResponseDone():
                 await self._response_done(event)
             case ErrorEvent(code=code, message=message):
-                kind = "server_error" if code == "internal_error" else "invalid_request_error"
-                await self.error(RealtimeError(_CODES.get(code, code), message, type=kind))
+                await self.error(RealtimeError.of(GatewayError(message, code=code)))
 
     async def _check_idle(self) -> None:
         """Server VAD's idle timeout: the silent stretch becomes an empty user audio item and a reply is
@@ -601,7 +596,7 @@ class RealtimeConnection:
             "object": "realtime.response",
             "status": status,
             "status_details": None,
-            "output": [r.item.wire(self.wire.beta)] if status != "in_progress" else [],
+            "output": [i.wire(self.wire.beta) for i in r.outputs] if status != "in_progress" else [],
             "conversation_id": None if r.out_of_band else "conv_" + self.session_id.removeprefix("sess_"),
             "metadata": r.metadata,
             "usage": None,
@@ -616,46 +611,92 @@ class RealtimeConnection:
     async def _response_started(self, event: ResponseStarted) -> None:
         request = self._requests.pop(event.response_id, None) or _Request(self.config.output_modalities)
         self._requests.clear()  # a reply that failed before it started leaves nothing behind
-        modalities = request.modalities
-        part = "output_audio" if "audio" in modalities else "output_text"
-        item = Item(new_id("item"), "assistant", [], status="in_progress")
         r = _Response(
             new_id("resp"),
             event.response_id,
-            item,
-            modalities,
+            request.modalities,
             request.out_of_band,
             request.metadata,
             request.max_tokens or self.core.config.max_response_tokens,
+            request.tools or self.config.tools,
         )
         self._response = r
         self._idle.close()
         await self.send("response.created", response=self._response_object(r, "in_progress"))
+        if not r.tools.active:
+            await self._open_message(r)
+
+    async def _open_message(self, r: _Response) -> Item:
+        """The reply's assistant message: announced, added to the conversation, its content part opened."""
+        if r.item is not None:
+            return r.item
+        item = r.item = Item(new_id("item"), "assistant", [], status="in_progress")
+        r.outputs.append(item)
         await self.send(
-            "response.output_item.added", response_id=r.id, output_index=0, item=item.wire(self.wire.beta)
+            "response.output_item.added",
+            response_id=r.id,
+            output_index=len(r.outputs) - 1,
+            item=item.wire(self.wire.beta),
         )
         if not r.out_of_band:
             previous = self.items.add(item, make_room=True)
             await self.send(
                 "conversation.item.added", previous_item_id=previous, item=item.wire(self.wire.beta)
             )
+        part = "output_audio" if r.audio else "output_text"
         item.content.append(ContentPart(part, text="" if part == "output_text" else None, transcript=""))
-        await self.send(
-            "response.content_part.added",
-            response_id=r.id,
-            item_id=item.id,
-            output_index=0,
-            content_index=0,
-            part=item.content[0].event_part(),
-        )
+        await self.send("response.content_part.added", **self._ids(r), part=item.content[0].event_part())
+        return item
 
     def _ids(self, r: _Response) -> dict[str, Any]:
-        return {"response_id": r.id, "item_id": r.item.id, "output_index": 0, "content_index": 0}
+        assert r.item is not None
+        output_index = r.outputs.index(r.item)
+        return {"response_id": r.id, "item_id": r.item.id, "output_index": output_index, "content_index": 0}
+
+    def _reply_tools(self) -> ToolConfig:
+        """The tools of the reply being made (the core calls the responder after ResponseStarted)."""
+        return self._response.tools if self._response is not None else self.config.tools
+
+    async def _tool_call(self, event: ResponseEvent) -> None:
+        """A piece of the model's function call: the first opens its item, the rest stream its arguments."""
+        r = self._response
+        if r is None:
+            return
+        item = r.calls.get(event.call_id)
+        if item is None:
+            item = Item(
+                new_id("item"),
+                "",
+                [],
+                status="in_progress",
+                type="function_call",
+                call_id=event.call_id or new_id("call"),
+                name=event.name,
+            )
+            r.calls[event.call_id] = item
+            r.outputs.append(item)
+            await self.send(
+                "response.output_item.added",
+                response_id=r.id,
+                output_index=len(r.outputs) - 1,
+                item=item.wire(self.wire.beta),
+            )
+        if event.text:
+            item.arguments += event.text
+            await self.send(
+                "response.function_call_arguments.delta",
+                response_id=r.id,
+                item_id=item.id,
+                output_index=r.outputs.index(item),
+                call_id=item.call_id,
+                delta=event.text,
+            )
 
     async def _text_delta(self, event: TextDelta) -> None:
         r = self._response
         if r is None or r.core_id != event.response_id:
             return
+        await self._open_message(r)
         r.transcript += event.text
         name = "response.output_audio_transcript.delta" if r.audio else "response.output_text.delta"
         await self.send(name, **self._ids(r), delta=event.text)
@@ -664,22 +705,17 @@ class RealtimeConnection:
         r = self._response
         if r is None or r.core_id != event.response_id:
             return
+        await self._open_message(r)
         data = self._encoder.encode(event.pcm)
         if r.first_audio is None:
             r.first_audio = time.monotonic()
         r.wire_bytes += len(data)
         await self.send("response.output_audio.delta", **self._ids(r), delta=encode_base64(data))
 
-    async def _response_done(self, event: ResponseDone) -> None:
-        r = self._response
-        if r is None or r.core_id != event.response_id:
+    async def _close_message(self, r: _Response, event: ResponseDone, status: str) -> None:
+        if r.item is None:
             return
-        self._response = None
         part = r.item.content[0]
-        status = {"completed": "completed", "interrupted": "cancelled"}.get(event.status, "failed")
-        output_tokens = int(event.usage.get("completion_tokens", 0))
-        if status == "completed" and output_tokens >= r.max_tokens > 0:
-            status = "incomplete"  # the model was stopped by the token limit, as OpenAI reports it
         r.item.status = "completed" if status == "completed" else "incomplete"
         ids = self._ids(r)
         if r.audio:
@@ -692,9 +728,48 @@ class RealtimeConnection:
             await self.send("response.output_text.done", **ids, text=part.text)
         await self.send("response.content_part.done", **ids, part=part.event_part())
         item = r.item.wire(self.wire.beta)
-        await self.send("response.output_item.done", response_id=r.id, output_index=0, item=item)
+        await self.send(
+            "response.output_item.done", response_id=r.id, output_index=ids["output_index"], item=item
+        )
         if not r.out_of_band:
             await self.send("conversation.item.done", item=item)
+
+    async def _close_calls(self, r: _Response, status: str) -> None:
+        """Each call ends with its arguments; only a whole call (the reply completed and its arguments are
+        JSON) joins the conversation, so a cancelled or cut-short reply leaves no half call behind."""
+        for item in r.calls.values():
+            whole = status == "completed" and _is_json(item.arguments)
+            item.status = "completed" if whole else "incomplete"
+            index = r.outputs.index(item)
+            await self.send(
+                "response.function_call_arguments.done",
+                response_id=r.id,
+                item_id=item.id,
+                output_index=index,
+                call_id=item.call_id,
+                name=item.name,
+                arguments=item.arguments,
+            )
+            wire = item.wire(self.wire.beta)
+            await self.send("response.output_item.done", response_id=r.id, output_index=index, item=wire)
+            if whole and not r.out_of_band:
+                previous = self.items.add(item, make_room=True)
+                await self.send("conversation.item.added", previous_item_id=previous, item=wire)
+                await self.send("conversation.item.done", previous_item_id=previous, item=wire)
+
+    async def _response_done(self, event: ResponseDone) -> None:
+        r = self._response
+        if r is None or r.core_id != event.response_id:
+            return
+        self._response = None
+        status = {"completed": "completed", "interrupted": "cancelled"}.get(event.status, "failed")
+        output_tokens = int(event.usage.get("completion_tokens", 0))
+        if status == "completed" and output_tokens >= r.max_tokens > 0:
+            status = "incomplete"  # the model was stopped by the token limit, as OpenAI reports it
+        if not r.calls:
+            await self._open_message(r)  # a reply with neither text nor a call is still one message
+        await self._close_message(r, event, status)
+        await self._close_calls(r, status)
         details: dict[str, Any] | None = None
         if status == "cancelled":
             details = {"type": "cancelled", "reason": r.cancel_reason or "client_cancelled"}
@@ -717,7 +792,8 @@ class RealtimeConnection:
         # Audio is paced in real time from its first delta, so what is left to play is its length less the
         # time since then.
         played_ms = (time.monotonic() - r.first_audio) * 1000 if r.first_audio is not None else 0.0
-        self._idle.open(part.audio_ms - played_ms if r.audio else 0.0)
+        audio_ms = r.item.content[0].audio_ms if r.item is not None and r.audio else 0.0
+        self._idle.open(audio_ms - played_ms)
 
     def _spoken(self, event: ResponseDone) -> tuple[str, list[SpokenSpan]]:
         """The transcript of the audio sent, and where each sentence (and word) sits in it in time.
@@ -765,40 +841,42 @@ class RealtimeConnection:
         return cut_at(text, spans, at)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    async def serve(self) -> None:
+    async def admit(self) -> bool:
         if self.config.type == "realtime" and self.engines.responder is None:
-            await self.error(
-                RealtimeError(
-                    "engine_unavailable",
-                    f"The {self.engines.kind} engine has no conversation model; open a transcription session "
-                    "with ?intent=transcription.",
-                    type="server_error",
-                )
+            err = RealtimeError(
+                "engine_unavailable",
+                f"The {self.engines.kind} engine has no conversation model; open a transcription session "
+                "with ?intent=transcription.",
+                type="server_error",
             )
-            await self.ws.close(code=CLOSE_INTERNAL_ERROR, reason="no conversation model")
-            return
-        gauge = self.metrics.active_streams.labels(kind=GAUGE_KIND) if self.metrics is not None else None
-        if gauge is not None:
-            gauge.inc()
+            await self.close_unserved(Wire.error(err), "no conversation model")
+            return False
+        return True
+
+    async def start(self) -> None:
+        refused: RealtimeError | None = None
         try:
             self._apply(self.config)
-            from gateway.audio import vad
+        except RealtimeError as err:
+            # The engines cannot take the defaults now (a TTS server still starting cannot resolve the
+            # voice): the client hears why, and the session stays open for a later session.update.
+            refused = err
+        from gateway.audio import vad
 
-            await asyncio.to_thread(vad.load)  # the first session pays the model load off the loop
-            await self.send("session.created", session=self._session())
-            while not self._gone:
-                message = await self.ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("text") is not None:
-                    await self.handle_text(message["text"])
-                elif message.get("bytes") is not None:
-                    # Some clients send JSON as binary frames; the API defines text frames only.
-                    await self.handle_text(message["bytes"])
-        finally:
-            self._gone = True
-            if self._captions is not None:
-                await self._captions.aclose()
-            await self.core.close()
-            if gauge is not None:
-                gauge.dec()
+        await asyncio.to_thread(vad.load)  # the first session pays the model load off the loop
+        await self.send("session.created", session=self._session())
+        if refused is not None:
+            await self.error(refused)
+
+    async def aclose(self) -> None:
+        if self._captions is not None:
+            await self._captions.aclose()
+        await self.core.close()
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

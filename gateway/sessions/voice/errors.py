@@ -1,20 +1,15 @@
-"""The conversation core's one error type: a stable `code` the client can act on and a message for people."""
+"""The conversation core's errors: the gateway's one error tree (gateway/errors.py) with a voice `code`.
+
+A branch of its own so the core can raise without naming an HTTP status: its errors only ever reach a
+client as a WebSocket `error` event (/voice, /v1/realtime)."""
 
 from __future__ import annotations
 
-from gateway.errors import from_engine_error
+from gateway.errors import GatewayError
 
 
-class VoiceError(Exception):
+class VoiceError(GatewayError):
+    status = 400
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def from_exception(exc: Exception) -> VoiceError | None:
-    """The client-facing error for an engine exception (same mapping as HTTP), or None for a server fault."""
-    if isinstance(exc, VoiceError):
-        return exc
-    api = from_engine_error(exc)
-    return VoiceError(api.code, api.message) if api is not None else None
+        super().__init__(message, code=code)

@@ -24,15 +24,15 @@ from gateway.audio.resample import resample
 from gateway.engines.base import (
     ChatMessage,
     ConversationRequest,
-    EngineError,
     SynthesisRequest,
     Transcription,
 )
 from gateway.engines.registry import Engines
+from gateway.errors import from_engine_error, internal_error
 from gateway.metrics import Metrics
 from gateway.sessions.voice.buffer import InputAudioBuffer
 from gateway.sessions.voice.config import SessionConfig, apply_update
-from gateway.sessions.voice.errors import VoiceError, from_exception
+from gateway.sessions.voice.errors import VoiceError
 from gateway.sessions.voice.events import (
     ErrorEvent,
     Interrupted,
@@ -71,10 +71,12 @@ class VoiceSession:
         emit: Emit,
         metrics: Metrics | None = None,
         history: History | None = None,
+        protocol: str = "voice",
     ) -> None:
         self._engines = engines
         self._emit = emit
         self._metrics = metrics
+        self._protocol = protocol  # the turn metrics' `protocol` label: "voice" or "realtime"
         self.sample_rate = settings.audio_sample_rate
         self._max_tokens_limit = settings.voice_max_response_tokens
         self._lead_ms = settings.voice_audio_lead_ms
@@ -92,12 +94,15 @@ class VoiceSession:
         self.turns = TurnDetector(self.sample_rate, self.config.turn_detection)
         self._task: asyncio.Task[None] | None = None
         self._interrupt_reason = "client"
+        self._interrupt_at: float | None = None  # when the running reply was told to stop
         self._seq = 0
         self._speech_seen = False  # server VAD heard speech since the last commit
         # (buffer bytes, VAD speech windows at that point, transcription) of the pause being waited out
         self._early: tuple[int, int, asyncio.Task[Transcription]] | None = None
         self._early_for: dict[str, asyncio.Task[Transcription]] = {}  # item id -> a usable early result
         self.closed = False
+        if metrics is not None:
+            metrics.open_turn_series(protocol, self._engine_names())
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -110,19 +115,15 @@ class VoiceSession:
 
     # -- session -----------------------------------------------------------------------------------
     def update(self, changes: Any) -> SessionConfig:
-        """Validate and apply a partial config; voice and language are checked against the real engines."""
+        """Validate and apply a partial config; voice and language are checked against the real engines
+        (their errors reach the client as they are: one error tree, gateway/errors.py)."""
         new = apply_update(self.config, changes, self._max_tokens_limit)
-        try:
-            resolved = self._engines.synthesizer.resolve(
-                SynthesisRequest(text=".", voice=new.voice, language=new.language)
-            )
-            self._engines.transcriber.check_language(resolved.language)
-            if self._engines.responder is not None:
-                self._engines.responder.check_language(resolved.language)
-        except EngineError as exc:
-            err = from_exception(exc)
-            assert err is not None
-            raise err from None
+        resolved = self._engines.synthesizer.resolve(
+            SynthesisRequest(text=".", voice=new.voice, language=new.language)
+        )
+        self._engines.transcriber.check_language(resolved.language)
+        if self._engines.responder is not None:
+            self._engines.responder.check_language(resolved.language)
         new = new.model_copy(update={"voice": resolved.voice, "language": resolved.language})
         if new.turn_detection != self.config.turn_detection:
             self.turns.reconfigure(new.turn_detection)
@@ -262,14 +263,17 @@ class VoiceSession:
         try:
             asr_rate = self._engines.transcriber.sample_rate
             samples = await asyncio.to_thread(_to_rate, pcm, self.sample_rate, asr_rate)
-            text = await self._transcribe(item_id, samples, ResponseTimings(commit=time.monotonic()))
+            timings = ResponseTimings(commit=time.monotonic())
+            text = await self._transcribe(item_id, samples, timings)
+            if self._metrics is not None:  # a turn transcribed now and answered later: its ASR time counts
+                self._metrics.observe_turn(self._protocol, timings.as_dict(), self._engine_names())
             if text:
                 self.history.add("user", text)
         except Exception as exc:
-            err = from_exception(exc)
+            err = from_engine_error(exc)
             if err is None:
                 log.exception("transcription of %s failed", item_id)
-                err = VoiceError("internal_error", "the transcription failed on the server")
+                err = internal_error("the transcription failed on the server")
             await self._send(ErrorEvent(err.code, err.message))
 
     async def interrupt(self, reason: str = "client") -> bool:
@@ -278,8 +282,10 @@ class VoiceSession:
         if task is None or task.done():
             return False
         self._interrupt_reason = reason
+        self._interrupt_at = time.monotonic()
         task.cancel()
         await asyncio.wait({task})
+        self._interrupt_at = None
         return True
 
     async def close(self) -> None:
@@ -385,7 +391,7 @@ class VoiceSession:
             if asr_task is not None:
                 user_text = await asr_task
             self._remember(user_text, run.text)
-            self._observe_first_audio(run)
+            self._observe(run)
             await self._send(self._done(run, "completed", run.text))
         except asyncio.CancelledError:
             kept = run.spoken_text() if run is not None else ""
@@ -397,16 +403,16 @@ class VoiceSession:
                 self._remember(user_text, kept)
             sent_ms = run.playout.sent_ms if run is not None else 0
             if run is not None:
-                self._observe_first_audio(run)  # an interrupted reply's first audio still counts
+                self._observe(run, self._interrupt_at)  # an interrupted reply's first audio still counts
             await self._send(Interrupted(response_id, self._interrupt_reason, sent_ms, kept))
             if run is not None:
                 await self._send(self._done(run, "interrupted", kept))
             raise
         except Exception as exc:
-            err = from_exception(exc)
+            err = from_engine_error(exc)
             if err is None:
                 log.exception("voice reply %s failed", response_id)
-                err = VoiceError("internal_error", "the reply failed on the server")
+                err = internal_error("the reply failed on the server")
             if asr_task is not None:
                 asr_task.cancel()
             await self._send(ErrorEvent(err.code, err.message))
@@ -415,14 +421,31 @@ class VoiceSession:
                 self._remember(user_text, kept)
                 await self._send(self._done(run, "failed", kept))
 
-    def _observe_first_audio(self, run: ResponseRun) -> None:
+    def _observe(self, run: ResponseRun, interrupted_at: float | None = None) -> None:
+        """The finished reply's stage timings into the metrics: the same numbers as its response.done."""
+        if self._metrics is None:
+            return
         t = run.timings
-        if self._metrics is not None and t.first_audio is not None:
-            responder = self._engines.responder
-            name = responder.name if responder is not None else "unknown"
+        engines = self._engine_names()
+        name = engines["responder"]
+        if t.first_audio is not None:
             self._metrics.audio_generation_latency.labels(engine=name, kind="first_audio").observe(
                 t.first_audio - t.commit
             )
+        self._metrics.observe_turn(self._protocol, t.as_dict(), engines)
+        # `end` is stamped when the pipeline's stages have stopped: no frame leaves after it. A reply that had
+        # ended before the interruption arrived stopped nothing.
+        if interrupted_at is not None and t.end is not None and t.end >= interrupted_at:
+            self._metrics.observe_barge_in(self._protocol, name, t.end - interrupted_at)
+
+    def _engine_names(self) -> dict[str, str]:
+        """Engine role -> name: the turn metrics' `engine` label (the configured set, so bounded)."""
+        responder = self._engines.responder
+        return {
+            "responder": responder.name if responder is not None else "unknown",
+            "transcriber": self._engines.transcriber.name,
+            "synthesizer": self._engines.synthesizer.name,
+        }
 
     def _done(self, run: ResponseRun, status: str, text: str) -> ResponseDone:
         usage: dict[str, Any] = {"completion_tokens": run.completion_tokens}
