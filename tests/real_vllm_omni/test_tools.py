@@ -20,8 +20,9 @@ from voice_operator.plan import OMNI_TOOL_FLAGS
 
 from tests.gateway.test_realtime_sdk_types import GA, ga_client
 from tests.gateway.test_realtime_tools import QUESTION, WEATHER, check_call, until
-from tests.real_vllm_omni.conftest import RealServers, start_gateway
+from tests.real_vllm_omni.conftest import RealServers
 from tests.real_vllm_omni_server import RealVllmOmni
+from tests.support import ServerProcess
 
 WAIT_S = 300  # random weights on 2 shared cores: a few dozen tokens can take a minute
 
@@ -66,10 +67,9 @@ def test_a_named_call_streams_in_the_shapes_the_imitation_copies(omni: RealVllmO
         assert isinstance(json.loads(arguments), dict), arguments
 
 
-async def test_a_realtime_session_streams_the_real_models_call(real_servers: RealServers) -> None:
-    gateway = start_gateway(real_servers, None)
+async def test_a_realtime_session_streams_the_real_models_call(real_gateway: ServerProcess) -> None:
+    gateway = real_gateway  # the package's gateway: both real servers, the reference voice registered
     try:
-        gateway.wait_ready(timeout=180)
         seen: list[dict[str, Any]] = []
         async with ga_client(gateway).realtime.connect(model="gpt-realtime") as conn:
             await until(conn, GA, "session.created", seen)
@@ -90,8 +90,6 @@ async def test_a_realtime_session_streams_the_real_models_call(real_servers: Rea
     except BaseException:
         print(gateway.log()[-20_000:])  # pytest shows it with the failure
         raise
-    finally:
-        gateway.stop()
     if done["response"]["status"] == "incomplete":  # random weights ran into the token limit mid-call
         (call,) = done["response"]["output"]
         assert call["type"] == "function_call" and call["status"] == "incomplete", call
