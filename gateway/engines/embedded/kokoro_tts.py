@@ -21,9 +21,8 @@ import logging
 import os
 import tempfile
 import threading
-import time
 import unicodedata
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,10 @@ import numpy as np
 
 from gateway.audio.pcm import float_to_pcm16
 from gateway.audio.resample import resample
-from gateway.audio.text import TextSpan, split_sentences
+from gateway.audio.text import TextSpan
 from gateway.engines.base import (
     EngineNotReadyError,
     ModelState,
-    SynthesisChunk,
     SynthesisRequest,
     Voice,
     WordTiming,
@@ -228,24 +226,10 @@ class KokoroSynthesizer(EmbeddedVoices):
         )
         return pcm, words
 
-    async def stream(self, request: SynthesisRequest) -> AsyncGenerator[SynthesisChunk, None]:
-        if self._state is not ModelState.READY:
-            raise EngineNotReadyError("tts", self._error)
+    async def _sentence(
+        self, span: TextSpan, request: SynthesisRequest
+    ) -> tuple[bytes, tuple[WordTiming, ...]]:
         voice = request.voice if request.voice in self._styles else _VOICES[0][0]
-        spans: list[TextSpan] = split_sentences(request.text, self._max_sentence_chars)
-        loop = asyncio.get_running_loop()
-        for index, span in enumerate(spans):
-            # One sentence at a time: a consumer that stops iterating stops the work after this one.
-            t0 = time.perf_counter()
-            pcm, words = await loop.run_in_executor(
-                self._executor, self._render, span.text, voice, request.speed, request.timings, span.start
-            )
-            yield SynthesisChunk(
-                pcm=pcm,
-                sample_rate=self.sample_rate,
-                index=index,
-                text_start=span.start,
-                text_end=span.end,
-                generation_s=time.perf_counter() - t0,
-                words=words,
-            )
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._render, span.text, voice, request.speed, request.timings, span.start
+        )

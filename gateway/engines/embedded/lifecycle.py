@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway.engines.base import ModelInfo, ModelState, SynthesisRequest, Voice, VoiceCatalog
+from gateway.audio.text import TextSpan, split_sentences
+from gateway.engines.base import (
+    EngineNotReadyError,
+    ModelInfo,
+    ModelState,
+    SynthesisChunk,
+    SynthesisRequest,
+    Voice,
+    VoiceCatalog,
+    WordTiming,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +50,37 @@ class EmbeddedModel:
 
 
 class EmbeddedVoices(EmbeddedModel):
-    """A local synthesizer's catalogue: a fixed set of voices in its own languages. Subclasses implement
-    `voices` and `languages` and set `_model_id`."""
+    """A local synthesizer: a fixed set of voices in its own languages, speaking sentence by sentence.
+    Subclasses implement `voices`, `languages` and `_sentence`, and set `_model_id`, `sample_rate` and
+    `_max_sentence_chars`."""
 
     name = "embedded"
     _model_id: str
+    sample_rate: int
+    _max_sentence_chars: int
+
+    async def _sentence(
+        self, span: TextSpan, request: SynthesisRequest
+    ) -> tuple[bytes, tuple[WordTiming, ...]]:
+        """One sentence's PCM at `sample_rate` and its word marks (in the whole text's offsets)."""
+        raise NotImplementedError
+
+    async def stream(self, request: SynthesisRequest) -> AsyncGenerator[SynthesisChunk, None]:
+        if self._state is not ModelState.READY:
+            raise EngineNotReadyError("tts", self._error)
+        for index, span in enumerate(split_sentences(request.text, self._max_sentence_chars)):
+            # One sentence at a time: a consumer that stops iterating stops the work after this one.
+            t0 = time.perf_counter()
+            pcm, words = await self._sentence(span, request)
+            yield SynthesisChunk(
+                pcm=pcm,
+                sample_rate=self.sample_rate,
+                index=index,
+                text_start=span.start,
+                text_end=span.end,
+                generation_s=time.perf_counter() - t0,
+                words=words,
+            )
 
     def voices(self) -> Sequence[Voice]:
         raise NotImplementedError

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gateway.audio.text import TextSpan, split_sentences
+from gateway.audio.text import TextSpan
 from gateway.engines.base import (
     EngineNotReadyError,
     ModelState,
-    SynthesisChunk,
     SynthesisFailedError,
     SynthesisRequest,
     Voice,
@@ -111,7 +109,7 @@ class PiperSynthesizer(EmbeddedVoices):
         return ("en",)
 
     # -- synthesis ---------------------------------------------------------------------------
-    async def _render(
+    async def _sentence(
         self, span: TextSpan, request: SynthesisRequest
     ) -> tuple[bytes, tuple[WordTiming, ...]]:
         pool = self._pool
@@ -132,21 +130,3 @@ class PiperSynthesizer(EmbeddedVoices):
         except WorkerStartError as exc:
             raise EngineNotReadyError("tts", f"the speech engine's worker is not running: {exc}") from exc
         return pcm, words
-
-    async def stream(self, request: SynthesisRequest) -> AsyncGenerator[SynthesisChunk, None]:
-        if self._state is not ModelState.READY:
-            raise EngineNotReadyError("tts", self._error)
-        spans: list[TextSpan] = split_sentences(request.text, self._max_sentence_chars)
-        for index, span in enumerate(spans):
-            # One sentence at a time: a consumer that stops iterating stops the work after this one.
-            t0 = time.perf_counter()
-            pcm, words = await self._render(span, request)
-            yield SynthesisChunk(
-                pcm=pcm,
-                sample_rate=self.sample_rate,
-                index=index,
-                text_start=span.start,
-                text_end=span.end,
-                generation_s=time.perf_counter() - t0,
-                words=words,
-            )
