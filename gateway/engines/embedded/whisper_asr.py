@@ -275,12 +275,7 @@ class WhisperTranscriber(EmbeddedModel):
         return Transcription(text=text, language=heard, duration=round(float(info.duration), 3), segments=out)
 
     async def transcribe(self, samples: object, language: str | None = None) -> Transcription:
-        if self._state is not ModelState.READY:
-            raise EngineNotReadyError("asr", self._error)
-        code = self.check_language(language)
-        array = np.asarray(samples, dtype=np.float32)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, array, code)
+        return await self.transcribe_detailed(samples, language, words=False, task="transcribe")
 
     async def transcribe_detailed(
         self, samples: object, language: str | None, *, words: bool, task: Task
