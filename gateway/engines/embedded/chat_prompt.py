@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.engines.base import ChatMessage
+from gateway.engines.languages import language_name
 from gateway.text.facts import extract, split_earlier
 
 PromptStyle = Literal["memory", "plain"]
@@ -35,17 +36,6 @@ ENGINE_SYSTEM = (
     "You are a helpful assistant who speaks {language}. Answer in {language}, in one or two short, plain "
     "sentences."
 )
-LANGUAGE_NAMES = {
-    "en": "English",
-    "de": "German",
-    "es": "Spanish",
-    "fr": "French",
-    "it": "Italian",
-    "ja": "Japanese",
-    "nl": "Dutch",
-    "pt": "Portuguese",
-    "zh": "Chinese",
-}
 ROLE_TOKENS = 8  # the chat template's markers around each message
 
 
@@ -74,8 +64,8 @@ def build_messages(
     if not instructions.strip() or instructions.strip() == GATEWAY_DEFAULT:
         # Instructions the client wrote are theirs to keep; the gateway's generic default is swapped for
         # one this model follows.
-        name = LANGUAGE_NAMES.get(language, LANGUAGE_NAMES["en"])
-        instructions = ENGINE_SYSTEM.format(language=name)
+        # `language` is a code the responder's check_language accepted, so it has a name.
+        instructions = ENGINE_SYSTEM.format(language=language_name(language))
     messages = _dicts(turns)
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not users:
