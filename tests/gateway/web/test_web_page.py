@@ -95,8 +95,12 @@ def test_read_aloud_plays_highlights_and_pauses(browser: WebDriver, gateway: Ser
     browser.find_element(By.ID, "read-play").click()
     wait_for(lambda: int(attr(browser, "#read-stats", "data-frames")) > 5, what="audio frames")
     wait_for(lambda: int(attr(browser, "#read-view", "data-highlighted")) >= 0, what="a highlighted sentence")
-    current = browser.find_element(By.CSS_SELECTOR, "#read-view span.current").text
-    assert current.startswith("This is the first")
+    # Read in one script call: the sentence's span is re-rendered at every word mark, so an element handle
+    # found first can be stale by the time its text is read.
+    current = browser.execute_script(
+        "const s = document.querySelector('#read-view span.current'); return s ? s.textContent : null;"
+    )
+    assert current is not None and current.startswith("This is the first"), current
     browser.find_element(By.ID, "read-pause").click()
     wait_for(lambda: attr(browser, "#read-state", "data-state") == "paused", what="paused state")
     browser.save_screenshot(str(ARTIFACTS / "read-aloud.png"))
