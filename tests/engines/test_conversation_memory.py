@@ -195,3 +195,26 @@ async def test_a_tool_result_after_the_question_stays_with_it(llm: LlamaResponde
     wider = build_messages(history, 1000, count, "en", PromptDesign(recent_exchanges=1))
     assert [m["content"] for m in wider[1:3]] == ["Hi, my name is Sam.", "Hello Sam!"]
     assert len(build_messages(history, 40, count, "en", PromptDesign(recent_exchanges=1))) < len(wider)
+
+
+@MODULE_LOOP
+async def test_a_realtime_conversation_past_its_window_still_knows_the_name(llm: LlamaResponder) -> None:
+    """The Realtime API's item store as the memory (gateway/sessions/realtime/session.py ItemHistory): the
+    name given in the first item, long out of a 60-token window, reaches the real model and is answered."""
+    from gateway.sessions.realtime.items import ContentPart, Item, ItemStore
+    from gateway.sessions.realtime.session import ItemHistory
+
+    store = ItemStore()
+    said = [
+        "Hi, my name is Sam.",
+        *(f"Tell me about the sea, part {p}." for p in "ABCDE"),
+        "What is my name?",
+    ]
+    for n, text in enumerate(said):
+        if n:
+            filler = "The sea is wide and deep, and it covers most of the planet. " * 2
+            store.add(Item(f"a{n}", "assistant", [ContentPart("output_text", text=filler)]))
+        store.add(Item(f"u{n}", "user", [ContentPart("input_text", text=text)]))
+    sent = ItemHistory(store, max_tokens=60).messages(DEFAULT_INSTRUCTIONS)
+    assert all("Sam" not in m.content for m in sent[1:])  # the first item is out of the window
+    assert "sam" in (await reply(llm, sent)).lower()

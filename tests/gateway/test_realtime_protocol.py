@@ -340,6 +340,40 @@ def test_the_engine_history_holds_only_the_heard_part_after_truncation() -> None
     ]
 
 
+def test_items_left_out_of_the_window_leave_the_users_words_in_a_note() -> None:
+    """As /voice's memory: the user's words from items the budget leaves out go into the system message
+    (gateway/text/facts.py reads them back), the assistant's do not, and a deleted item is forgotten."""
+    from gateway.sessions.realtime.session import ItemHistory
+    from gateway.text.facts import EARLIER_HEADING, extract, split_earlier
+
+    def user(item_id: str, text: str) -> Item:
+        return Item(item_id, "user", [ContentPart("input_text", text=text)])
+
+    def reply(item_id: str) -> Item:
+        return Item(
+            item_id, "assistant", [ContentPart("output_text", text="A long reply that fills it. " * 4)]
+        )
+
+    store = ItemStore()
+    store.add(user("u0", "Hi, my name is Sam."))
+    store.add(reply("a0"))
+    store.add(user("u1", "I have 3 cats."))
+    store.add(user("u2", "I live in Lisbon."))
+    for n in range(6):
+        store.add(user(f"q{n}", f"Tell me more about the sea, part {'ABCDEF'[n]}."))
+        store.add(reply(f"r{n}"))
+    store.add(user("last", "What is my name?"))
+    store.delete("u2")  # the client removed it: the model must not be told it
+    system, *kept = ItemHistory(store, max_tokens=60).messages("Be brief.")  # about 240 characters
+    assert kept[-1].content == "What is my name?" and all("Sam" not in m.content for m in kept)
+    assert system.content.startswith("Be brief.") and EARLIER_HEADING in system.content
+    facts = extract(split_earlier(system.content)[1])
+    assert facts.name == "Sam" and "I have 3 cats." in facts.statements
+    assert "Lisbon" not in system.content and "fills it" not in system.content
+    # Within its window nothing is noted.
+    assert ItemHistory(store, max_tokens=4096).messages("Be brief.")[0].content == "Be brief."
+
+
 def test_a_reply_cut_short_keeps_the_words_heard_by_word_timing() -> None:
     """The core's segments (sentence text, samples made and sent, word timings) -> the item's transcript."""
     from types import SimpleNamespace

@@ -68,7 +68,7 @@ from gateway.sessions.voice.events import (
     TurnCommitted,
     VoiceEvent,
 )
-from gateway.sessions.voice.history import CHARS_PER_TOKEN
+from gateway.sessions.voice.history import CHARS_PER_TOKEN, keep_earlier, with_earlier
 from gateway.sessions.voice.session import VoiceSession
 from gateway.settings import Settings
 
@@ -88,7 +88,15 @@ class ItemHistory:
         self.budget_chars = max_tokens * CHARS_PER_TOKEN if max_tokens > 0 else None
 
     def messages(self, instructions: str) -> list[ChatMessage]:
-        return [ChatMessage("system", instructions), *self.items.messages(self.budget_chars)]
+        """The newest items within the budget; the user's words in items left out go into a note on the
+        system message, as /voice's memory does (a name from turn 1 outlives the window)."""
+        every = self.items.messages()
+        kept = fit_history(every, self.budget_chars)
+        # fit_history keeps a suffix of `every` (the newest message perhaps cut short): the rest was left out.
+        left_out = [m.content for m in every[: len(every) - len(kept)] if m.role == "user"]
+        if self.budget_chars is not None:
+            keep_earlier(left_out, self.budget_chars // CHARS_PER_TOKEN // 4)
+        return [ChatMessage("system", with_earlier(instructions, left_out)), *kept]
 
     def add(self, role: str, text: str) -> None:
         pass

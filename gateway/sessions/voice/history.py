@@ -5,6 +5,7 @@ system message (gateway/text/facts.py), so a name given at turn 1 outlives the w
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, MutableSequence
 from typing import Protocol
 
 from gateway.engines.base import ChatMessage
@@ -27,6 +28,20 @@ class History(Protocol):
     def messages(self, instructions: str) -> list[ChatMessage]: ...
 
     def clear(self) -> None: ...
+
+
+def keep_earlier(lines: MutableSequence[str], budget_tokens: int) -> None:
+    """Trim the user's words from dropped turns (oldest first) to `budget_tokens`, in place. Small talk goes
+    before what states a fact: a name outlives "tell me more"."""
+    while lines and sum(estimate_tokens(t) for t in lines) > budget_tokens:
+        small_talk = (i for i, t in enumerate(lines) if not states_fact(t))
+        del lines[next(small_talk, 0)]
+
+
+def with_earlier(instructions: str, lines: Iterable[str]) -> str:
+    """The system message: the instructions, then the note of what the user said in dropped turns."""
+    note = earlier_note(lines)
+    return f"{instructions}\n\n{note}" if note and instructions else note or instructions
 
 
 class ConversationHistory:
@@ -68,17 +83,11 @@ class ConversationHistory:
         if message.role != "user":
             return
         self._earlier.append(message.content)
-        budget = self.max_tokens // 4
-        while self._earlier and sum(estimate_tokens(t) for t in self._earlier) > budget:
-            # Small talk goes before what states a fact: a name outlives "tell me more".
-            small_talk = (i for i, t in enumerate(self._earlier) if not states_fact(t))
-            del self._earlier[next(small_talk, 0)]
+        keep_earlier(self._earlier, self.max_tokens // 4)
 
     def messages(self, instructions: str) -> list[ChatMessage]:
         """The prompt: system instructions (with the dropped turns' user words), then the kept turns."""
-        note = earlier_note(self._earlier)
-        system = f"{instructions}\n\n{note}" if note and instructions else note or instructions
-        return [ChatMessage("system", system), *self._messages]
+        return [ChatMessage("system", with_earlier(instructions, self._earlier)), *self._messages]
 
     def clear(self) -> None:
         self._messages.clear()
