@@ -15,11 +15,10 @@ import sys
 import time
 import traceback
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from gateway.security.auth import KEY_SCOPE
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _fields_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -122,7 +121,12 @@ class RequestContextMiddleware:
     echoes it as X-Request-ID, and writes one access line per request or session."""
 
     def __init__(self, app: ASGIApp) -> None:
+        # Imported here: the Piper worker processes configure logging with this module, and the security
+        # package brings the whole web stack (FastAPI, pydantic, prometheus_client) into each of them.
+        from gateway.security.auth import KEY_SCOPE
+
         self.app = app
+        self._key_scope = KEY_SCOPE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -155,8 +159,8 @@ class RequestContextMiddleware:
         finally:
             duration_ms = round((time.perf_counter() - start) * 1000, 1)
             extra: dict[str, Any] = {"path": scope.get("path", ""), "duration_ms": duration_ms}
-            if scope.get(KEY_SCOPE):
-                extra["key_id"] = scope[KEY_SCOPE]
+            if scope.get(self._key_scope):
+                extra["key_id"] = scope[self._key_scope]
             if scope["type"] == "http":
                 extra.update(method=scope.get("method"), status=state["status"] or 500)
                 access_log.info("http request", extra=extra)

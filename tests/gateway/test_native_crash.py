@@ -94,6 +94,18 @@ def test_crashing_text_is_spoken_through_post_read(server: ServerProcess, name: 
     assert restarts(server) == before  # the pre-pass kept espeak-ng away from it: no worker died
 
 
+def test_workers_load_only_the_speech_stack(server: ServerProcess) -> None:
+    """A worker holds Piper, onnxruntime and numpy, not the web stack: the gateway's logging set-up and
+    error tree once brought FastAPI, pydantic and prometheus_client into each (about 27 MiB of RSS each)."""
+    pids = worker_pids(server)
+    assert len(pids) == 2, pids
+    for pid in pids:
+        mapped = Path(f"/proc/{pid}/maps").read_text()
+        assert "onnxruntime" in mapped, "not a Piper worker"
+        # FastAPI is pure Python; the pydantic it stands on maps a native library.
+        assert "pydantic_core" not in mapped, f"worker {pid} loaded the web stack"
+
+
 def test_crashing_text_through_batch_and_openai_routes(server: ServerProcess) -> None:
     before = restarts(server)
     r = httpx.post(server.url + "/voice/batch", json={"text": CRASHERS["alphabet_x4"]}, timeout=WAIT_S * 3)
