@@ -5,7 +5,7 @@ Piper runs in worker processes: its row is the workers' RSS (plus what the paren
 several models (onnxruntime: Silero VAD, Kokoro) are counted in the first row that loads them, so the order
 below is part of the figures.
 
-    python bench/memory_bench.py [--asr-model base]
+    [PIPER_WORKERS=1] python bench/memory_bench.py [--asr-model base]
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ async def main(asr_model: str) -> None:
     print(f"process after imports: {start:.0f} MiB")
 
     before, before_children = rss(me), children_rss(me)
-    piper = PiperSynthesizer(settings.audio_sample_rate, executor)
+    piper = PiperSynthesizer(settings.audio_sample_rate, executor, workers=settings.piper_workers)
     await piper.start()
     rows.append(
         (
-            f"Piper ({len(me.children(recursive=True))} worker processes)",
+            f"Piper ({len(me.children(recursive=True))} worker process(es))",
             rss(me) - before + children_rss(me) - before_children,
         )
     )

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Embedded engine tuning. Zero noise makes Piper deterministic (byte-identical audio for equal input).
     piper_noise_scale: float = Field(0.0, ge=0, le=2, alias="PIPER_NOISE_SCALE")
     piper_noise_w_scale: float = Field(0.0, ge=0, le=2, alias="PIPER_NOISE_W_SCALE")
+    # Piper's crash-isolated worker processes, about 225 MiB each: two render two sentences at once, one
+    # halves Piper's memory for a small deployment (bench/memory_bench.py).
+    piper_workers: int = Field(2, ge=1, le=16, alias="PIPER_WORKERS")
     # Issue 21: multilingual Whisper base (detection, translation); tiny.en is English only and smaller.
     asr_model: Literal["base", "tiny.en"] = Field("base", alias="ASR_MODEL")
     # Where model files shipped in parts are joined once (Whisper base; Kokoro with the [ja] extra).

@@ -305,3 +305,20 @@ def test_engine_server_cpu_mode_survives_crashing_text_and_a_killed_worker(
     r = httpx.post(url, json={"input": "Back to normal.", "response_format": "wav"}, timeout=WAIT_S * 3)
     assert r.status_code == 200, r.text
     assert_speech(r.content)
+
+
+def test_one_worker_when_memory_is_tight() -> None:
+    """PIPER_WORKERS=1 (a small deployment): one worker process, and it still speaks and still survives a
+    crash (the pre-pass keeps crashing text away from it)."""
+    s = ServerProcess("serve", env={"PIPER_WORKERS": "1", "TTS_JAPANESE": "false"})
+    try:
+        s.wait_ready()
+        assert len(worker_pids(s)) == 1
+        assert httpx.get(f"{s.url}/config", timeout=WAIT_S).json()["config"]["PIPER_WORKERS"] == 1
+        for text in ("One worker speaks.", CRASHERS["alphabet_x4"]):
+            r = httpx.post(f"{s.url}/read", json={"text": text}, timeout=WAIT_S)
+            assert r.status_code == 200, r.text
+            assert_speech(r.content)
+        assert len(worker_pids(s)) == 1 and restarts(s) == 0
+    finally:
+        s.stop()

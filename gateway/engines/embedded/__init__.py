@@ -31,6 +31,7 @@ def build_embedded(settings: Settings) -> Engines:
         executor,
         noise_scale=settings.piper_noise_scale,
         noise_w_scale=settings.piper_noise_w_scale,
+        workers=settings.piper_workers,
     )
     if settings.tts_japanese and kokoro_tts.available():  # the [ja] extra: Japanese beside Piper's English
         synth = RoutedSynthesizer(
