@@ -3,7 +3,8 @@ process, loaded one after the other the way the gateway loads them (warm-up incl
 
 Piper runs in worker processes: its row is the workers' RSS (plus what the parent gained). Libraries shared by
 several models (onnxruntime: Silero VAD, Kokoro) are counted in the first row that loads them, so the order
-below is part of the figures.
+below is part of the figures. Then what work leaves behind: a long text rendered by Piper and its audio
+transcribed three times, RSS after against RSS at load.
 
     [PIPER_WORKERS=1] python bench/memory_bench.py [--asr-model base]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +22,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.long_asr_bench import PROSE
+from gateway.audio.pcm import pcm16_to_float
+from gateway.audio.resample import resample
+from gateway.engines.base import SynthesisRequest
 from gateway.engines.embedded import kokoro_tts
 from gateway.engines.embedded.llm import LlamaResponder
 from gateway.engines.embedded.piper_tts import PiperSynthesizer
@@ -87,6 +93,29 @@ async def main(asr_model: str) -> None:
     for name, mib in rows:
         print(f"| {name} | {mib:.0f} |")
     print(f"| total (process + workers) | {rss(me) + children_rss(me):.0f} |")
+
+    # What work leaves behind: onnxruntime's arena in the Piper workers, glibc's arenas in this process.
+    loaded_self, loaded_workers = rss(me), children_rss(me)
+    started = time.perf_counter()
+    pcm = bytearray()
+    async for chunk in piper.stream(piper.resolve(SynthesisRequest(PROSE, timings=True))):
+        pcm += chunk.pcm
+    speech = pcm16_to_float(bytes(pcm))
+    clip = resample(speech, settings.audio_sample_rate, whisper.sample_rate)
+    for _ in range(3):
+        await whisper.transcribe(clip)
+    await asyncio.sleep(1.0)  # the transcriber gives freed heap back after replying
+    print(
+        f"\nafter work ({len(speech) / settings.audio_sample_rate:.0f} s of speech rendered, then "
+        f"transcribed 3 times, {time.perf_counter() - started:.0f} s):"
+    )
+    print("| part | at load (MiB) | after work (MiB) | ratio |")
+    print("|---|---|---|---|")
+    for name, before, after in (
+        ("this process", loaded_self, rss(me)),
+        ("Piper workers", loaded_workers, children_rss(me)),
+    ):
+        print(f"| {name} | {before:.0f} | {after:.0f} | {after / before:.2f} |")
     await llm.aclose()
     await whisper.aclose()
     await piper.aclose()

@@ -21,6 +21,7 @@ from gateway.engines.base import (
     Transcription,
     TranscriptSegment,
 )
+from gateway.engines.embedded.heap import HeapTrimmer
 from gateway.engines.embedded.lifecycle import EmbeddedModel
 from gateway.engines.embedded.model_files import DEFAULT_CACHE_DIR, WHISPER_MODELS, whisper_model_dir
 from gateway.engines.languages import check_language
@@ -153,6 +154,7 @@ class WhisperTranscriber(EmbeddedModel):
         batch_size: int = 8,
     ) -> None:
         self._executor = executor
+        self._trimmer = HeapTrimmer(executor)  # decoding a long clip leaves hundreds of MiB in malloc arenas
         self._model_name = model
         self._cache_dir = cache_dir
         self._compute_type = compute_type
@@ -285,4 +287,6 @@ class WhisperTranscriber(EmbeddedModel):
         code = self.check_language(language)
         array = np.asarray(samples, dtype=np.float32)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, array, code, words, task)
+        result = await loop.run_in_executor(self._executor, self._run, array, code, words, task)
+        self._trimmer.schedule()
+        return result
