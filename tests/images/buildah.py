@@ -48,10 +48,6 @@ def missing_capability() -> str | None:
     `buildah run --isolation chroot` needs a mount namespace and chroot(2) (CAP_SYS_ADMIN, CAP_SYS_CHROOT):
     a container without them refuses with "operation not permitted".
     """
-    if os.geteuid() != 0:
-        return (
-            f"not root: debootstrap and buildah's chroot isolation need root ({SETUP} skips for other users)"
-        )
     ctr = run("from", "--pull=never", BASE)
     if ctr.returncode != 0:
         return None  # no base: the caller fails with the set-up hint
@@ -70,6 +66,10 @@ def require_builder() -> str | None:
 
     A missing buildah or base is a set-up error, not a skip: the assertion names the script that provides it.
     """
+    if os.geteuid() != 0:  # before the set-up checks: the set-up builds nothing for another user
+        return (
+            f"not root: debootstrap and buildah's chroot isolation need root ({SETUP} skips for other users)"
+        )
     assert shutil.which("buildah"), f"buildah is not installed: run {SETUP}"
     assert run("inspect", "--type", "image", BASE).returncode == 0, f"no base image {BASE}: run {SETUP}"
     return missing_capability()

@@ -9,6 +9,7 @@ import asyncio
 import copy
 import json
 import os
+import site
 import subprocess
 import sys
 import time
@@ -165,7 +166,14 @@ class LocalService:
         self.proc = subprocess.Popen(
             argv,
             cwd=self.tmp,
-            env={"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", **env},
+            # HOME moves to the private /tmp (as in the container): where the project is installed in the
+            # user's site (a user on Debian's python3, PEP 668), PYTHONUSERBASE keeps it importable.
+            env={
+                "PATH": os.environ["PATH"],
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONUSERBASE": site.getuserbase(),
+                **env,
+            },
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
