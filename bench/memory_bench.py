@@ -104,7 +104,7 @@ async def main(asr_model: str) -> None:
     clip = resample(speech, settings.audio_sample_rate, whisper.sample_rate)
     for _ in range(3):
         await whisper.transcribe(clip)
-    await asyncio.sleep(1.0)  # the transcriber gives freed heap back after replying
+    await asyncio.sleep(3.0)  # the transcriber trims after replying; idle Piper workers release at 2 s
     print(
         f"\nafter work ({len(speech) / settings.audio_sample_rate:.0f} s of speech rendered, then "
         f"transcribed 3 times, {time.perf_counter() - started:.0f} s):"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
@@ -45,6 +46,12 @@ def server() -> Iterator[ServerProcess]:
         yield s
     finally:
         s.stop()
+
+
+def rss_mib(pid: int) -> float:
+    found = re.search(r"^VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)
+    assert found, pid
+    return int(found.group(1)) / 1024
 
 
 def worker_pids(server: ServerProcess) -> list[int]:
@@ -104,6 +111,25 @@ def test_workers_load_only_the_speech_stack(server: ServerProcess) -> None:
         assert "onnxruntime" in mapped, "not a Piper worker"
         # FastAPI is pure Python; the pydantic it stands on maps a native library.
         assert "pydantic_core" not in mapped, f"worker {pid} loaded the web stack"
+
+
+def test_idle_workers_give_back_what_long_sentences_took(server: ServerProcess) -> None:
+    """onnxruntime keeps the buffers of the longest sentence a worker rendered (about 220 MiB more per
+    worker); a worker idle for IDLE_RELEASE_S (2 s) hands them back."""
+    long_sentence = (
+        "The lighthouse stood at the end of a long stone pier, and every evening the keeper climbed its "
+        "narrow stairs to light the lamp, as his father had done before him for many, many years."
+    )
+    time.sleep(3.0)  # idle since the tests before: the workers' resting size
+    before = {pid: rss_mib(pid) for pid in worker_pids(server)}
+    r = httpx.post(f"{server.url}/voice/batch", json={"text": " ".join([long_sentence] * 4)}, timeout=WAIT_S)
+    assert r.status_code == 200, r.text
+    assert_speech(r.content, min_seconds=20.0)
+    grown = {pid: rss_mib(pid) for pid in worker_pids(server)}
+    time.sleep(5.0)
+    after = {pid: rss_mib(pid) for pid in worker_pids(server)}
+    assert set(after) == set(before), "a worker was replaced"
+    assert sum(after.values()) < sum(before.values()) + 60, (before, grown, after)
 
 
 def test_crashing_text_through_batch_and_openai_routes(server: ServerProcess) -> None:

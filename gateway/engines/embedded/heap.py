@@ -3,7 +3,7 @@
 glibc keeps what a native library freed (CTranslate2's decoding buffers, onnx's copies of a model) in each
 thread's malloc arena for reuse, so the process's RSS only ever grows to the largest job it has done:
 three transcriptions of a 74 s clip took a process holding Whisper base from 381 to 755 MiB, and
-malloc_trim brought it back to 404 (bench/memory_bench.py measures the models themselves).
+malloc_trim brought it back to 404 (bench/memory_bench.py, "after work", measures it in the engine).
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ from gateway.engines.embedded.heap import release_free_heap
 from gateway.engines.embedded.phonemizer_guard import guard_text
 
 log = logging.getLogger("gateway.engines.embedded.piper_worker")
+# Sentences of one reply follow each other within this; the pause between turns is longer.
+IDLE_RELEASE_S = 2.0
 
 
 def bundled_voice_paths() -> tuple[Path, Path]:
@@ -41,23 +43,27 @@ def bundled_voice_paths() -> tuple[Path, Path]:
 
 
 class ArenaReleasingSession:
-    """An onnxruntime session whose runs hand their CPU arena back when they end.
+    """An onnxruntime session that can hand its CPU arena back at the end of a run.
 
     onnxruntime keeps the buffers of the longest sentence rendered for the life of the session: one
-    180-character sentence took a worker from 241 to 456 MiB, and a minute of streamed speech to 653 MiB,
-    per worker. Shrinking the arena after each run keeps a worker at about 230 MiB; the CPU time of 16
-    sentences was the same within 8 % (12.8-14.8 s either way, measured on a loaded 2-core machine).
+    180-character sentence took a worker from 241 to 456 MiB, and a minute of streamed speech to 653 MiB.
+    Shrinking after every run keeps a worker near 230 MiB but made each sentence about 20 % slower (two
+    sentences: 514 vs 426 ms p50, interleaved), so the worker shrinks once it goes idle (`serve`).
     """
 
     def __init__(self, session: Any) -> None:
         import onnxruntime
 
         self._session = session
-        self._options = onnxruntime.RunOptions()
-        self._options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._shrink = onnxruntime.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.release_after_next_run = False
 
     def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
-        return self._session.run(output_names, input_feed, self._options)
+        if self.release_after_next_run:
+            self.release_after_next_run = False
+            run_options = self._shrink
+        return self._session.run(output_names, input_feed, run_options)
 
     def __getattr__(self, name: str) -> Any:  # get_outputs, get_inputs, ...: the session's own
         return getattr(self._session, name)
@@ -75,13 +81,21 @@ class PiperRenderer:
         model, config = bundled_voice_paths()
         # The alignment output (phoneme durations, patched in memory with `onnx`) costs nothing when unused.
         self._voice = PiperVoice.load(model, config_path=config, include_alignments=True)
-        self._voice.session = ArenaReleasingSession(self._voice.session)
+        self._session = ArenaReleasingSession(self._voice.session)
+        self._voice.session = self._session
         self.has_alignments = len(self._voice.session.get_outputs()) > 1
         if not self.has_alignments:
             log.warning("piper voice has no alignment output (is `onnx` installed?): no word timings")
         self.native_rate = int(self._voice.config.sample_rate)
         self._word_phonemes = cached_word_phonemizer(self._phonemize)
         self.render("Ready.", 1.0)  # warm-up: the first ONNX run allocates its arenas
+
+    def release_memory(self) -> None:
+        """Hand back what the longest sentences left in onnxruntime's arena and glibc's heap: one short run
+        that shrinks the arena after it (about the cost of a word), then malloc_trim."""
+        self._session.release_after_next_run = True
+        self.render("Ready.", 1.0)
+        release_free_heap()
 
     def _phonemize(self, text: str) -> list[list[str]]:
         return self._voice.phonemize(guard_text(text))
@@ -138,8 +152,12 @@ def serve(conn: Connection) -> None:
     # Loading patches the model with `onnx` in memory: its freed copies (about 40 MB) go back to the system.
     release_free_heap()
     conn.send(("ready", {"native_rate": renderer.native_rate, "has_alignments": renderer.has_alignments}))
+    rendered = False  # since the last release_memory
     while True:
         try:
+            if rendered and not conn.poll(IDLE_RELEASE_S):
+                renderer.release_memory()  # idle: a job arriving now waits for one short run at most
+                rendered = False
             request = conn.recv()
         except EOFError:  # the gateway closed its end (or died): nothing left to serve
             return
@@ -153,6 +171,7 @@ def serve(conn: Connection) -> None:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
             continue
         conn.send(("ok", pcm, words))
+        rendered = True
 
 
 def main(argv: list[str]) -> int:
