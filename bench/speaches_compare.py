@@ -13,12 +13,16 @@ Rows (p50 / p95 over all measured requests; warm-up requests first, not counted)
   - long-file ASR: the same with whole sentences joined to about --long-seconds (29 s);
   - streamed TTS: POST /v1/audio/speech, response_format pcm, time to the first audio byte and to the last;
   - realtime: WS /v1/realtime, a spoken question streamed at real-time pace then silence, server VAD
-    (silence_duration_ms 500 on both): last speech frame -> first response audio delta;
+    (silence_duration_ms 500 on both): last speech frame -> first response audio delta. Frames are 100 ms
+    (--frame-ms): Speaches runs its VAD on every append, and with 20 ms frames it signalled the end of one
+    turn dozens of times, transcribed each duplicate commit and answered nothing within a minute on this
+    machine. Each side uses its own system prompt, or with --align-prompt both the gateway's instructions
+    and temperature;
   - memory: RSS of each process tree (the gateway with its worker processes; Speaches, and its chat server
     when --chat-url is given) after start-up and after the run.
 
     python bench/speaches_compare.py --speaches-url http://127.0.0.1:8010 [--chat-url http://127.0.0.1:8011]
-        [--speaches-pid PID] [--rounds 5]
+        [--speaches-pid PID] [--rounds 5] [--realtime-rounds 2] [--align-prompt] [--skip asr tts realtime]
 """
 
 from __future__ import annotations
@@ -47,11 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.long_asr_bench import PROSE
 from gateway.audio.pcm import wav_bytes
+from gateway.sessions.voice.config import DEFAULT_INSTRUCTIONS
+from gateway.settings import load_settings
 from tests.gateway.voice_client import QUESTIONS, RATE, silence, spoken
 from tests.support import ServerProcess, wer
 
 MIB = 2**20
 TIMEOUT_S = 120.0  # one request on a loaded 2-core machine; never reached when things work
+RT_TIMEOUT_S = 60.0  # one realtime turn; a server that has not answered by then fails the row
 LISTEN_S = 0.3  # reply audio taken before the turn is cancelled: the first delta is what is measured
 TTS_TEXT = (
     "The lighthouse stood at the end of a long stone pier, and every evening the keeper climbed its narrow "
@@ -192,8 +199,11 @@ def tts_rows(sides: list[Side], rounds: int) -> dict[str, float]:
 AUDIO_DELTAS = {"response.output_audio.delta", "response.audio.delta"}  # GA name, beta name (Speaches)
 
 
-async def rt_connect(side: Side) -> Any:
-    ws = await websockets.connect(f"{side.ws_url}/v1/realtime?{side.realtime_model}", max_size=None)
+async def rt_connect(side: Side, aligned: dict[str, Any]) -> Any:
+    # No client keepalive: a server whose event loop is busy (Speaches runs its VAD on the loop) would be
+    # disconnected for a late pong, and the turn's own bound already limits the wait.
+    url = f"{side.ws_url}/v1/realtime?{side.realtime_model}"
+    ws = await websockets.connect(url, max_size=None, ping_interval=None)
     created = json.loads(await ws.recv())
     if created["type"] != "session.created":
         raise RuntimeError(f"expected session.created, got {created}")
@@ -220,6 +230,7 @@ async def rt_connect(side: Side) -> Any:
             },
             "speech_model": side.tts_model,
             "voice": side.voice,
+            **aligned,
         }
     await ws.send(json.dumps({"type": "session.update", "session": session}))
     # Speaches answers every update that carries turn_detection (its model requires prefix_padding_ms) with
@@ -260,7 +271,7 @@ async def rt_turn(ws: Any, pcm: bytes, frame_bytes: int, errors: list[str]) -> f
     talker = asyncio.create_task(keep_quiet())
     first: float | None = None
     try:
-        deadline = time.perf_counter() + TIMEOUT_S
+        deadline = time.perf_counter() + RT_TIMEOUT_S
         while first is None:
             event = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.perf_counter())))
             if event["type"] in AUDIO_DELTAS:
@@ -274,7 +285,7 @@ async def rt_turn(ws: Any, pcm: bytes, frame_bytes: int, errors: list[str]) -> f
         await ws.send(json.dumps({"type": "response.cancel"}))
         # Drain until the response ends so the next turn starts on an idle server.
         while True:
-            event = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
+            event = json.loads(await asyncio.wait_for(ws.recv(), RT_TIMEOUT_S))
             if event["type"] == "response.done":
                 break
     finally:
@@ -284,7 +295,7 @@ async def rt_turn(ws: Any, pcm: bytes, frame_bytes: int, errors: list[str]) -> f
 
 
 async def realtime_rows(
-    sides: list[Side], questions: list[bytes], rounds: int, frame_bytes: int
+    sides: list[Side], questions: list[bytes], rounds: int, frame_bytes: int, aligned: dict[str, Any]
 ) -> dict[str, list[str]]:
     row = "realtime first audio"
     errors: dict[str, list[str]] = {side.name: [] for side in sides}
@@ -294,7 +305,7 @@ async def realtime_rows(
             if row in side.failed:
                 continue
             try:
-                conns[side.name] = await rt_connect(side)
+                conns[side.name] = await rt_connect(side, aligned)
                 if r == 0:
                     await rt_turn(conns[side.name], questions[0], frame_bytes, [])  # warm-up, not counted
             except (OSError, RuntimeError, TimeoutError, websockets.WebSocketException) as exc:
@@ -348,8 +359,8 @@ def report(gateway: Side, speaches: Side, extra: list[tuple[str, float, float]])
             gw, sw = corpus_wer(gateway.errors[row]) * 100, corpus_wer(speaches.errors[row]) * 100
             ratio = f"{gw / sw:.2f}" if sw else "-"
             print(f"| {row} WER | {gw:.1f} % | {sw:.1f} % | {ratio} |")
-    for label, g, s in extra:
-        line(label, g, s, "MiB")
+    for label, g_mib, s_mib in extra:
+        line(label, g_mib, s_mib, "MiB")
 
 
 def main() -> int:
@@ -366,7 +377,12 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=4, help=f"of the {len(QUESTIONS)} spoken questions")
     parser.add_argument("--short-clips", type=int, default=4, help="sentences for the short-file row")
     parser.add_argument("--long-seconds", type=float, default=29.0)
-    parser.add_argument("--frame-ms", type=int, default=20, help="realtime input_audio_buffer.append size")
+    parser.add_argument("--frame-ms", type=int, default=100, help="realtime input_audio_buffer.append size")
+    parser.add_argument(
+        "--align-prompt",
+        action="store_true",
+        help="give Speaches' realtime session the gateway's instructions and temperature (else its own)",
+    )
     parser.add_argument("--speaches-asr-model", default="Systran/faster-whisper-base")
     parser.add_argument("--speaches-tts-model", default="speaches-ai/piper-en_US-joe-medium")
     parser.add_argument("--speaches-voice", default="joe")
@@ -441,7 +457,15 @@ def main() -> int:
         rt_errors: dict[str, list[str]] = {}
         if "realtime" not in args.skip:
             frame_bytes = RATE * args.frame_ms // 1000 * 2
-            rt_errors = asyncio.run(realtime_rows(sides, questions, args.realtime_rounds, frame_bytes))
+            aligned: dict[str, Any] = {}
+            if args.align_prompt:  # the gateway's own defaults, so the LLM stage answers the same prompt
+                aligned = {
+                    "instructions": DEFAULT_INSTRUCTIONS,
+                    "temperature": load_settings().embedded_llm_temperature,
+                }
+            rt_errors = asyncio.run(
+                realtime_rows(sides, questions, args.realtime_rounds, frame_bytes, aligned)
+            )
         run_s = time.perf_counter() - t0
         mem_end = memory()
     finally:
@@ -457,7 +481,8 @@ def main() -> int:
         f"clip, TTS text {len(TTS_TEXT)} chars (audio: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in audio_s.items())
         + f"), {len(questions)} realtime questions x {args.realtime_rounds} rounds"
-        f" ({args.frame_ms} ms frames); {args.rounds} rounds"
+        f" ({args.frame_ms} ms frames, {'aligned' if args.align_prompt else 'own'} realtime prompts);"
+        f" {args.rounds} rounds"
     )
     print(f"load average (1/5/15 min) at start {load_start}, at end {load_end}; run {run_s:.0f} s")
     extra = [
