@@ -639,13 +639,7 @@ class RealtimeConnection(WebSocketConnection):
         if r.item is not None:
             return r.item
         item = r.item = Item(new_id("item"), "assistant", [], status="in_progress")
-        r.outputs.append(item)
-        await self.send(
-            "response.output_item.added",
-            response_id=r.id,
-            output_index=len(r.outputs) - 1,
-            item=item.wire(self.wire.beta),
-        )
+        await self._add_output(r, item)
         if not r.out_of_band:
             previous = self.items.add(item, make_room=True)
             await self.send(
@@ -655,6 +649,16 @@ class RealtimeConnection(WebSocketConnection):
         item.content.append(ContentPart(part, text="" if part == "output_text" else None, transcript=""))
         await self.send("response.content_part.added", **self._ids(r), part=item.content[0].event_part())
         return item
+
+    async def _add_output(self, r: _Response, item: Item) -> None:
+        """An output item of the reply (its message, or a function call): listed, then announced."""
+        r.outputs.append(item)
+        await self.send(
+            "response.output_item.added",
+            response_id=r.id,
+            output_index=len(r.outputs) - 1,
+            item=item.wire(self.wire.beta),
+        )
 
     def _ids(self, r: _Response) -> dict[str, Any]:
         assert r.item is not None
@@ -682,13 +686,7 @@ class RealtimeConnection(WebSocketConnection):
                 name=event.name,
             )
             r.calls[event.call_id] = item
-            r.outputs.append(item)
-            await self.send(
-                "response.output_item.added",
-                response_id=r.id,
-                output_index=len(r.outputs) - 1,
-                item=item.wire(self.wire.beta),
-            )
+            await self._add_output(r, item)
         if event.text:
             item.arguments += event.text
             await self.send(
